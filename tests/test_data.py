@@ -1,0 +1,142 @@
+"""tl.data: the token cache, length-bucketed batches and dynamic padding, on the real GLUE training
+sets with the real MiniLM tokenizer (WordPiece, as BERT's)."""
+import numpy as np
+import pytest
+import torch
+
+from tl.data import (bucket_batches, collate, load_tokenized, padding_fraction, subsample, tokenize)
+from tl.tasks import get_task, read_split
+from tl.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm_path):
+    return Tokenizer.from_checkpoint(minilm_path)
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("token-cache")
+
+
+@pytest.fixture(scope="session")
+def real_train(shared_glue, tokenizer, cache_dir):
+    """Tokenized real training sets, shared by the tests (SST-2 takes a few seconds)."""
+    return lambda task: load_tokenized(get_task(task), "train", tokenizer, 128, shared_glue, cache_dir, progress=False)
+
+
+@pytest.mark.parametrize("task", ["SST-2", "MRPC", "RTE"])
+def test_bucketed_batches_are_nearly_pad_free(real_train, task):
+    split = real_train(task)
+    batches = bucket_batches(split.lengths, 32, np.random.default_rng(42))
+    bucketed = padding_fraction(split.lengths, batches)
+    pad_to_128 = 1 - split.lengths.sum() / (128 * len(split))
+    assert bucketed <= 0.05 < 0.4 < pad_to_128, (bucketed, pad_to_128)
+    # every example exactly once, batches of 32 but for one
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(len(split)))
+    assert sorted(len(b) for b in batches)[1:] == [32] * (len(batches) - 1)
+
+
+def test_same_seed_same_batches_other_seed_other_batches():
+    lengths = np.random.default_rng(0).integers(3, 60, size=1000)
+    one = bucket_batches(lengths, 16, np.random.default_rng(7))
+    two = bucket_batches(lengths, 16, 7)  # a seed works as well as a Generator
+    other = bucket_batches(lengths, 16, np.random.default_rng(8))
+    assert all(np.array_equal(a, b) for a, b in zip(one, two)) and len(one) == len(two)
+    assert not all(np.array_equal(a, b) for a, b in zip(one, other))
+    # the order of batches is shuffled, not longest-last
+    assert np.corrcoef(np.arange(len(one)), [lengths[b].max() for b in one])[0, 1] < 0.5
+    with pytest.raises(ValueError, match="batch_size"):
+        bucket_batches(lengths, 0, 0)
+
+
+def test_cache_reload_is_identical_and_skips_tokenization(shared_glue, tokenizer, tmp_path):
+    spec = get_task("MRPC")
+    first = load_tokenized(spec, "dev", tokenizer, 128, shared_glue, tmp_path)
+
+    class Refuses:
+        fingerprint, pad_id = tokenizer.fingerprint, tokenizer.pad_id
+
+        def encode_batch(self, *args, **kwargs):
+            raise AssertionError("the cache should have been used")
+
+    again = load_tokenized(spec, "dev", Refuses(), 128, shared_glue, tmp_path)
+    for name in ("ids", "type_ids", "offsets", "lengths", "labels"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
+        assert isinstance(getattr(again, name), np.memmap)
+    from_map = collate(again, [3, 1, 4], tokenizer.pad_id)  # collate reads straight from the memory map
+    assert torch.equal(from_map["input_ids"], collate(first, [3, 1, 4], tokenizer.pad_id)["input_ids"])
+    uncached = load_tokenized(spec, "dev", tokenizer, 128, shared_glue, cache_dir=None)
+    np.testing.assert_array_equal(uncached.ids, first.ids)
+    # a shorter max_len is another cache entry; nothing temporary is left behind
+    short = load_tokenized(spec, "dev", tokenizer, 32, shared_glue, tmp_path)
+    assert short.lengths.max() == 32 and len(list(tmp_path.iterdir())) == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_changed_file_is_retokenized(samples_dir, tokenizer, tmp_path):
+    data = tmp_path / "data"
+    (data / "RTE").mkdir(parents=True)
+    text = (samples_dir / "RTE" / "train.tsv").read_text()
+    (data / "RTE" / "train.tsv").write_text(text)
+    before = load_tokenized(get_task("RTE"), "train", tokenizer, 128, data, tmp_path / "cache")
+    lines = text.split("\n")
+    lines[1] = "\t".join(["0", "Short.", "Tiny."] + [lines[1].split("\t")[-1]])
+    (data / "RTE" / "train.tsv").write_text("\n".join(lines))
+    after = load_tokenized(get_task("RTE"), "train", tokenizer, 128, data, tmp_path / "cache")
+    assert after.lengths[0] < before.lengths[0] and np.array_equal(after.lengths[1:], before.lengths[1:])
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_tokenized_examples_match_the_tokenizer(samples_dir, tokenizer):
+    examples = read_split(get_task("MRPC"), samples_dir, "train")
+    split = tokenize(examples.text_a, examples.text_b, examples.labels, tokenizer, 128, progress=False)
+    for i in (0, 17, len(split) - 1):
+        ids, type_ids = tokenizer.encode(examples.text_a[i], examples.text_b[i], max_len=128)
+        got_ids, got_types = split.example(i)
+        assert got_ids.tolist() == list(ids) and got_types.tolist() == list(type_ids)
+    assert split.offsets[-1] == len(split.ids) == split.lengths.sum()
+
+
+def test_collate_pads_to_the_longest_of_the_batch(samples_dir, tokenizer):
+    split = load_tokenized(get_task("RTE"), "dev", tokenizer, 128, samples_dir)
+    indices = np.array([5, 0, 77, 3])
+    batch = collate(split, indices, tokenizer.pad_id)
+    T = int(split.lengths[indices].max())
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape == (4, T)
+    assert batch["input_ids"].dtype == torch.long and batch["labels"].dtype == torch.long
+    for row, i in enumerate(indices):
+        ids, type_ids = split.example(i)
+        n = len(ids)
+        assert batch["input_ids"][row, :n].tolist() == ids.tolist()
+        assert batch["token_type_ids"][row, :n].tolist() == type_ids.tolist()
+        assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (T - n)
+        assert (batch["input_ids"][row, n:] == tokenizer.pad_id).all() and (batch["token_type_ids"][row, n:] == 0).all()
+    assert batch["labels"].tolist() == split.labels[indices].tolist()
+    stsb = load_tokenized(get_task("STS-B"), "dev", tokenizer, 128, samples_dir)
+    assert collate(stsb, [0, 1], tokenizer.pad_id)["labels"].dtype == torch.float32
+
+
+def test_subsample_is_seeded_nested_and_without_replacement():
+    small, large = subsample(1000, 100, seed=3), subsample(1000, 400, seed=3)
+    assert len(np.unique(small)) == 100 and np.all(np.diff(small) > 0) and small.max() < 1000
+    assert set(small) <= set(large)
+    np.testing.assert_array_equal(small, subsample(1000, 100, seed=3))
+    assert not np.array_equal(small, subsample(1000, 100, seed=4))
+    np.testing.assert_array_equal(subsample(10, 10, 0), np.arange(10))
+    with pytest.raises(ValueError, match="cannot subsample 11 of 10"):
+        subsample(10, 11, 0)
+
+
+def test_subset_keeps_the_chosen_examples(samples_dir, tokenizer):
+    split = load_tokenized(get_task("SST-2"), "train", tokenizer, 128, samples_dir)
+    indices = np.array([9, 2, 200])
+    part = split.subset(indices)
+    assert len(part) == 3 and part.labels.tolist() == split.labels[indices].tolist()
+    for j, i in enumerate(indices):
+        assert part.example(j)[0].tolist() == split.example(i)[0].tolist()
+
+
+def test_missing_file_error_reaches_the_caller(tokenizer, tmp_path):
+    with pytest.raises(FileNotFoundError, match="download_glue.py --tasks CoLA"):
+        load_tokenized(get_task("cola"), "train", tokenizer, 128, tmp_path / "nowhere", tmp_path / "cache")

@@ -1,0 +1,95 @@
+"""tl.metrics against scipy and against values small enough to check by hand (to 1e-12), including
+the degenerate inputs that must give 0.0 with a warning, never NaN."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from tl.metrics import (accuracy, acc_and_f1, compute_metrics, f1, headline_score, matthews, pearson,
+                        rank_average, spearman)
+from tl.tasks import get_task
+
+
+def test_hand_computed_values():
+    assert accuracy([1, 0, 1, 1], [1, 1, 1, 0]) == 0.5
+    # tp = 3, fp = 1, fn = 1, tn = 3
+    pred, gold = [1, 1, 1, 0, 0, 0, 1, 0], [1, 1, 0, 0, 0, 1, 1, 0]
+    assert f1(pred, gold) == pytest.approx(6 / 8, abs=1e-12)
+    assert matthews(pred, gold) == pytest.approx((3 * 3 - 1 * 1) / math.sqrt(4 * 4 * 4 * 4), abs=1e-12)
+    assert acc_and_f1(pred, gold) == pytest.approx((6 / 8 + 6 / 8) / 2, abs=1e-12)
+    # three classes: c = 2, s = 4, t = (1, 2, 1), p = (2, 1, 1) -> (8 - 5) / sqrt((16 - 6)(16 - 6))
+    assert matthews([0, 1, 2, 0], [0, 1, 1, 2]) == pytest.approx(0.3, abs=1e-12)
+    # x centred (-1, 0, 1), y centred (-4/3, -1/3, 5/3): r = 3 / sqrt(2 * 14/3)
+    assert pearson([1, 2, 3], [1, 2, 4]) == pytest.approx(3 / math.sqrt(28 / 3), abs=1e-12)
+    # ranks with a tie: (1, 2.5, 2.5, 4) vs (1, 3, 2, 4) -> 4.5 / sqrt(4.5 * 5)
+    assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5), abs=1e-12)
+    np.testing.assert_array_equal(rank_average([10, 20, 20, 5, 20]), [2, 4, 4, 1, 4])
+
+
+def test_correlations_match_scipy():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 10, 1000):
+        x = rng.normal(size=n)
+        y = 0.5 * x + rng.normal(size=n)
+        xi, yi = rng.integers(0, 5, size=n), rng.integers(0, 5, size=n)  # many ties
+        if np.ptp(xi) == 0 or np.ptp(yi) == 0:
+            continue
+        assert abs(pearson(x, y) - stats.pearsonr(x, y)[0]) < 1e-12
+        assert abs(spearman(x, y) - stats.spearmanr(x, y)[0]) < 1e-12
+        assert abs(spearman(xi, yi) - stats.spearmanr(xi, yi)[0]) < 1e-12
+        np.testing.assert_allclose(rank_average(xi), stats.rankdata(xi), rtol=0, atol=0)
+
+
+def test_binary_matthews_and_f1_match_the_confusion_matrix_formulas():
+    rng = np.random.default_rng(1)
+    pred, gold = rng.integers(0, 2, 500), rng.integers(0, 2, 500)
+    tp, tn = np.sum((pred == 1) & (gold == 1)), np.sum((pred == 0) & (gold == 0))
+    fp, fn = np.sum((pred == 1) & (gold == 0)), np.sum((pred == 0) & (gold == 1))
+    phi = (tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    assert abs(matthews(pred, gold) - phi) < 1e-12
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    assert abs(f1(pred, gold) - 2 * precision * recall / (precision + recall)) < 1e-12
+
+
+@pytest.mark.parametrize("metric, pred, gold", [
+    (pearson, [1.0, 1.0, 1.0], [0.0, 1.0, 2.0]),       # constant predictions
+    (spearman, [0.0, 1.0, 2.0], [3.0, 3.0, 3.0]),      # constant gold
+    (pearson, [float("nan"), 1.0, 2.0], [0.0, 1.0, 2.0]),  # a diverged regression head
+    (pearson, [1.0], [2.0]),
+    (matthews, [1, 1, 1, 1], [0, 1, 0, 1]),
+    (matthews, [0, 1, 0, 1], [1, 1, 1, 1]),
+    (f1, [0, 0, 0], [0, 0, 0]),                        # no positive anywhere
+    (accuracy, [], []),
+])
+def test_degenerate_inputs_give_zero_with_a_warning(metric, pred, gold):
+    with pytest.warns(RuntimeWarning, match="undefined"):
+        value = metric(np.array(pred), np.array(gold))
+    assert value == 0.0
+
+
+def test_f1_without_true_positives_is_a_plain_zero():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert f1([1, 1, 0], [0, 0, 1]) == 0.0
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="same length"):
+        accuracy([1, 0], [1])
+
+
+def test_compute_metrics_and_headline_per_task():
+    gold = np.array([1, 1, 0, 0, 0, 1, 1, 0])
+    logits = np.zeros((8, 2))
+    logits[np.arange(8), [1, 1, 1, 0, 0, 0, 1, 0]] = 1.0  # (N, C) logits are reduced by argmax
+    mrpc = compute_metrics(get_task("mrpc"), logits, gold)
+    assert set(mrpc) == {"accuracy", "f1", "acc_and_f1"}
+    assert headline_score(get_task("MRPC"), mrpc) == pytest.approx(100 * (0.75 + 0.75) / 2, abs=1e-10)
+    cola = compute_metrics(get_task("cola"), logits.argmax(1), gold)
+    assert headline_score(get_task("CoLA"), cola) == pytest.approx(50.0, abs=1e-10)
+    stsb = compute_metrics(get_task("sts-b"), np.array([[0.1], [0.2], [0.4]]), np.array([1.0, 2.0, 3.0]))
+    assert set(stsb) == {"pearson", "spearman"} and headline_score(get_task("stsb"), stsb) == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="headline metric 'accuracy' missing"):
+        headline_score(get_task("rte"), {"f1": 1.0})

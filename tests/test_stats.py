@@ -1,0 +1,454 @@
+"""tl.stats, tl.scores, tl.report, tl.plots and tools/stats.py on hand-made scores small enough to
+check by hand: every expected value below is computed in the test from explicit arithmetic (or from
+scipy as an independent oracle), never by calling the code under test."""
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.stats
+
+from tl import stats
+from tl.report import StatsSettings, analyse
+from tl.scores import read_run_records, read_scores_csv, task_sizes
+from tl.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("tools_stats", ROOT / "tools" / "stats.py")
+stats_tool = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(stats_tool)
+
+# (target, support) -> (MTL seed scores, STILTs seed scores); names written as a user might
+CELLS = {
+    ("rte", "mrpc"): ([70, 71, 72], [60, 61, 62]),
+    ("RTE", "cola"): ([65, 67, 69], [66, 66, 67]),
+    ("MRPC", "rte"): ([80, 81, 82], [85, 86, 87]),
+    ("mrpc", "CoLA"): ([84, 85, 86], [80, 81, 82]),
+    ("cola", "rte"): ([50, 52, 54], [56]),  # one STILTs seed: no test possible
+    ("cola", "mrpc"): ([55, 56, 57], [50, 51, 52]),
+}
+MTL_ALL = {"rte": {"mtl_all": [60, 62], "mtl_all:uniform": [58, 57], "mtl_all:size": [59, 61]},
+           "mrpc": {"mtl_all:dynamic": [80, 84]}}
+SIZES = {"RTE": 2490, "MRPC": 3668, "CoLA": 8551}  # PROTOCOL.md's official train sizes
+
+
+def write_table(path: Path, extra_rows=()) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["target", "support", "method", "seed", "score"])
+        for (t, s), (mtl, stilts) in CELLS.items():
+            w.writerows([t, s, "mtl", i, x] for i, x in enumerate(mtl))
+            w.writerows([t, s, "STILTs", i, x] for i, x in enumerate(stilts))
+        for t, methods in MTL_ALL.items():
+            for m, xs in methods.items():
+                w.writerows([t, "", m, i, x] for i, x in enumerate(xs))
+        w.writerow(["rte", "", "single", 1, 55.5])
+        w.writerows(extra_rows)
+    return path
+
+
+@pytest.fixture
+def table(tmp_path) -> Path:
+    return write_table(tmp_path / "scores.csv")
+
+
+def by_cell(analysis) -> dict:
+    return {(c["target"], c["support"]): c for c in analysis["cells"]}
+
+
+def run(table_path, **settings) -> dict:
+    rows = read_scores_csv(table_path)
+    return analyse(rows, StatsSettings(**settings), task_sizes(rows))
+
+
+def test_registry_sizes_are_the_papers():
+    assert {t: get_task(t).train_size for t in SIZES} == SIZES
+
+
+# ---------------------------------------------------------------- tests against scipy
+@pytest.mark.parametrize("welch", [False, True])
+def test_t_test_equals_scipy(welch):
+    rng = np.random.default_rng(0)
+    samples = [(np.array(a, float), np.array(b, float)) for a, b in CELLS.values() if len(b) > 1]
+    samples += [(rng.normal(70, 2, n), rng.normal(71, 4, m)) for n, m in [(2, 2), (5, 5), (3, 7), (10, 4)]]
+    for a, b in samples:
+        for alt in ("two-sided", "greater", "less"):
+            got = stats.t_test(a, b, welch=welch, alternative=alt)
+            ref = scipy.stats.ttest_ind(a, b, equal_var=not welch, alternative=alt)
+            assert abs(got.t - ref.statistic) <= 1e-12 * max(1.0, abs(ref.statistic))
+            assert abs(got.p - ref.pvalue) <= 1e-12
+    assert stats.t_test([1.0, 2.0], [3.0]) is None
+
+
+def test_t_by_hand_and_ddof():
+    # RTE <- MRPC: means 71 and 61, both sample variances ((-1)^2 + 0 + 1^2) / (3 - 1) = 1
+    n, mean, std = stats.describe([70, 71, 72])
+    assert (n, mean, std) == (3, 71.0, 1.0)
+    pooled = ((3 - 1) * 1.0 + (3 - 1) * 1.0) / (3 + 3 - 2)
+    t_hand = (71 - 61) / math.sqrt(pooled * (1 / 3 + 1 / 3))
+    assert stats.t_test([70, 71, 72], [60, 61, 62]).t == pytest.approx(t_hand, abs=1e-12)
+
+
+# ---------------------------------------------------------------- the paper's analysis by hand
+def test_cells_significance_and_heuristic(table):
+    a = run(table, alpha=0.1)
+    cells = by_cell(a)
+    assert set(cells) == {("RTE", "MRPC"), ("RTE", "CoLA"), ("MRPC", "RTE"), ("MRPC", "CoLA"),
+                          ("CoLA", "RTE"), ("CoLA", "MRPC")}
+    # rows and columns in the paper's order: largest training set first
+    assert a["targets"] == ["CoLA", "MRPC", "RTE"] and a["supports"] == ["CoLA", "MRPC", "RTE"]
+    for (t, s), (mtl, stilts) in CELLS.items():
+        c = cells[(get_task(t).name, get_task(s).name)]
+        mean_m, mean_s = sum(mtl) / len(mtl), sum(stilts) / len(stilts)
+        assert c["mean_mtl"] == pytest.approx(mean_m, abs=1e-12)
+        assert c["diff"] == pytest.approx(mean_m - mean_s, abs=1e-12)
+        assert c["std_mtl"] == pytest.approx(math.sqrt(sum((x - mean_m) ** 2 for x in mtl) / (len(mtl) - 1)), abs=1e-12)
+        assert (c["n_mtl"], c["n_stilts"]) == (len(mtl), len(stilts))
+        # heuristic: MTL when the target is smaller than the support
+        assert c["predicted"] == ("mtl" if SIZES[c["target"]] < SIZES[c["support"]] else "stilts")
+        if len(stilts) < 2:
+            assert c["t"] is None and c["p"] is None and not c["significant"] and c["correct"] is None
+            assert "no test possible" in c["note"]
+            continue
+        ref = scipy.stats.ttest_ind(mtl, stilts)
+        assert abs(c["t"] - ref.statistic) <= 1e-12 and abs(c["p"] - ref.pvalue) <= 1e-12
+        assert c["significant"] == (ref.pvalue < 0.1)
+        if c["significant"]:
+            assert c["correct"] == ((mean_m > mean_s) == (c["predicted"] == "mtl"))
+        else:
+            assert c["correct"] is None
+    # by hand: significant = every tested cell but RTE <- CoLA (t = 0.667 / sqrt(pooled 13/6 * 2/3) ~ 0.55);
+    # the heuristic misses only CoLA <- MRPC (CoLA is larger, yet MTL wins by 5)
+    assert [k for k, c in cells.items() if c["significant"]] == [("CoLA", "MRPC"), ("MRPC", "CoLA"),
+                                                                  ("MRPC", "RTE"), ("RTE", "MRPC")]
+    assert [k for k, c in cells.items() if c["correct"] is False] == [("CoLA", "MRPC")]
+    assert a["summary"] == dict(n_cells=6, n_tested=5, n_significant=4, n_correct=3, accuracy=3 / 4,
+                                n_mtl_better=3, n_stilts_better=1)
+
+
+def test_tables_by_hand(table):
+    a = run(table)
+    t1 = {r["target"]: r for r in a["tables"]["table1"]["rows"]}
+    assert a["tables"]["table1"]["columns"] == ["target", "MTL", "STILTs", "MTL-ALL"]
+    assert t1["RTE"]["MTL"] == pytest.approx((71 + 67) / 2)
+    assert t1["RTE"]["STILTs"] == pytest.approx((61 + (66 + 66 + 67) / 3) / 2)
+    assert t1["RTE"]["MTL-ALL"] == pytest.approx((60 + 62) / 2)
+    assert t1["MRPC"]["MTL-ALL"] == pytest.approx((80 + 84) / 2)  # mtl_all:dynamic is plain mtl_all
+    assert t1["CoLA"]["STILTs"] == pytest.approx((56 + 51) / 2) and t1["CoLA"]["MTL-ALL"] is None
+    assert t1["Average"]["MTL"] == pytest.approx(((71 + 67) / 2 + (81 + 85) / 2 + (52 + 56) / 2) / 3)
+
+    t2 = {r["target"]: r for r in a["tables"]["table2"]["rows"]}
+    assert a["tables"]["table2"]["columns"] == ["target", "MTL-ALL (uniform)", "MTL-ALL (size)", "MTL-ALL (dynamic)",
+                                                "Ave. S.H.", "Pairwise Oracle"]
+    assert t2["RTE"]["MTL-ALL (uniform)"] == pytest.approx((58 + 57) / 2)
+    assert t2["RTE"]["MTL-ALL (size)"] == pytest.approx((59 + 61) / 2)
+    # Ave. S.H.: RTE is the smallest, so MTL for both supports; CoLA the largest, so STILTs for both;
+    # MRPC: STILTs with RTE (86), MTL with CoLA (85)
+    assert t2["RTE"]["Ave. S.H."] == pytest.approx((71 + 67) / 2)
+    assert t2["MRPC"]["Ave. S.H."] == pytest.approx((86 + 85) / 2)
+    assert t2["CoLA"]["Ave. S.H."] == pytest.approx((56 + 51) / 2)
+    # Pairwise Oracle: the best of the four (support, method) means
+    assert t2["RTE"]["Pairwise Oracle"] == pytest.approx(max(71, 61, 67, (66 + 66 + 67) / 3))
+    assert t2["MRPC"]["Pairwise Oracle"] == pytest.approx(max(81, 86, 85, 81))
+    assert t2["CoLA"]["Pairwise Oracle"] == pytest.approx(max(52, 56, 56, 51))
+    assert a["tables"]["singles"] == [dict(target="RTE", n=1, mean=55.5, std=None)]
+
+
+def test_adjusted_pvalues_small_example():
+    p = np.array([0.01, 0.04, 0.03, 0.20])
+    # Holm: sorted 0.01, 0.03, 0.04, 0.20 times 4, 3, 2, 1, then a running max
+    holm_sorted = [4 * 0.01, max(4 * 0.01, 3 * 0.03), max(4 * 0.01, 3 * 0.03, 2 * 0.04), 0.20]
+    back = [0, 2, 1, 3]  # p's own order: 0.01 is 1st smallest, 0.04 3rd, 0.03 2nd, 0.20 4th
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "holm"), [holm_sorted[i] for i in back])
+    # BH: sorted times 4/1, 4/2, 4/3, 4/4, then a running min from the largest
+    bh_sorted = [min(4 * 0.01, 2 * 0.03, 4 / 3 * 0.04, 0.2), min(2 * 0.03, 4 / 3 * 0.04, 0.2),
+                 min(4 / 3 * 0.04, 0.2), 0.2]
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "bh"), [bh_sorted[i] for i in back])
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "bh"), scipy.stats.false_discovery_control(p))
+    np.testing.assert_array_equal(stats.adjust_pvalues(p, "none"), p)
+    with_nan = stats.adjust_pvalues(np.array([0.01, np.nan, 0.03]), "holm")
+    assert np.isnan(with_nan[1]) and with_nan[0] == pytest.approx(2 * 0.01) and with_nan[2] == pytest.approx(0.03)
+
+
+@pytest.mark.parametrize("correction", ["holm", "bh"])
+def test_corrections_over_the_matrix(table, correction):
+    a = run(table, alpha=0.01, correction=correction)
+    tested = sorted((c["p"], k) for k, c in by_cell(a).items() if c["p"] is not None)
+    m = len(tested)
+    assert m == 5
+    adj = {}
+    if correction == "holm":
+        running = 0.0
+        for i, (p, k) in enumerate(tested):
+            running = max(running, min(1.0, (m - i) * p))
+            adj[k] = running
+    else:
+        running = 1.0
+        for i in range(m - 1, -1, -1):
+            p, k = tested[i]
+            running = min(running, m * p / (i + 1))
+            adj[k] = running
+    for k, c in by_cell(a).items():
+        if k in adj:
+            assert c["p_adjusted"] == pytest.approx(adj[k], rel=1e-12)
+            assert c["significant"] == (adj[k] < 0.01)
+        else:
+            assert c["p_adjusted"] is None and not c["significant"]
+
+
+def test_welch_cells_equal_scipy(table):
+    cells = by_cell(run(table, welch=True))
+    for (t, s), (mtl, stilts) in CELLS.items():
+        c = cells[(get_task(t).name, get_task(s).name)]
+        if len(stilts) > 1:
+            ref = scipy.stats.ttest_ind(mtl, stilts, equal_var=False)
+            assert abs(c["t"] - ref.statistic) <= 1e-12 and abs(c["p"] - ref.pvalue) <= 1e-12
+
+
+# ---------------------------------------------------------------- beyond the paper
+def test_bootstrap_reproducible_and_sensible(table):
+    a, b = np.array([70.1, 71.7, 72.2, 69.5, 70.9]), np.array([60.3, 61.8, 62.4, 59.9, 61.1])
+    ci1 = stats.bootstrap_diff_ci(a, b, np.random.default_rng(3), n_boot=500)
+    ci2 = stats.bootstrap_diff_ci(a, b, np.random.default_rng(3), n_boot=500)
+    ci3 = stats.bootstrap_diff_ci(a, b, np.random.default_rng(4), n_boot=500)
+    assert ci1 == ci2 and ci1 != ci3
+    # every resampled mean lies between the sample's min and max, and the CI brackets the difference
+    assert min(a) - max(b) <= ci1[0] < a.mean() - b.mean() < ci1[1] <= max(a) - min(b)
+    # the whole analysis is reproducible for a seed, and the seed matters
+    assert run(table, seed=1)["cells"] == run(table, seed=1)["cells"] != run(table, seed=2)["cells"]
+
+
+def test_violation_ratio_by_hand():
+    assert stats.violation_ratio([1.0, 2, 3], [2.0, 3, 4]) == pytest.approx(1.0)  # a worse at every quantile
+    assert stats.violation_ratio([2.0, 3, 4], [1.0, 2, 3]) == pytest.approx(0.0)
+    # a = {0, 10}, b = {5, 6}: on t in (0, 1/2] Qb - Qa = 5, on (1/2, 1] it is -4
+    assert stats.violation_ratio([0.0, 10], [5.0, 6]) == pytest.approx((0.5 * 25) / (0.5 * 25 + 0.5 * 16))
+    # unequal sizes: a = {0, 10}, b = {1, 2, 3}; breakpoints 1/3, 1/2, 2/3; Qb - Qa = 1, 2, -8, -7
+    viol = 1 / 3 * 1 + 1 / 6 * 4
+    total = viol + 1 / 6 * 64 + 1 / 3 * 49
+    assert stats.violation_ratio([10.0, 0], [3.0, 1, 2]) == pytest.approx(viol / total)
+    assert np.isnan(stats.violation_ratio([1.0, 2], [2.0, 1]))
+
+
+def test_aso_min_epsilon():
+    rng = np.random.default_rng(0)
+    better, worse = rng.normal(75, 1, 10), rng.normal(70, 1, 10)
+    eps = stats.aso_min_epsilon(better, worse, np.random.default_rng(1))
+    assert eps == stats.aso_min_epsilon(better, worse, np.random.default_rng(1))
+    assert 0 <= eps < 0.2
+    assert stats.aso_min_epsilon(worse, better, np.random.default_rng(1)) > 0.8
+    # eps_min is an upper bound: never below the point estimate
+    a, b = rng.normal(70, 2, 5), rng.normal(70.5, 2, 5)
+    assert stats.aso_min_epsilon(a, b, np.random.default_rng(2)) >= stats.violation_ratio(a, b)
+
+
+def test_power_against_simulation():
+    diff, std, alpha = 2.0, 1.5, 0.1
+    n = stats.seeds_needed(diff, std, alpha, power=0.8)
+    assert stats.t_test_power(diff, std, n, alpha) >= 0.8 > stats.t_test_power(diff, std, n - 1, alpha)
+    # Monte Carlo: the fraction of simulated Student t-tests that reject
+    rng = np.random.default_rng(0)
+    for k in (n - 1, n):
+        a = rng.normal(diff, std, (20000, k))
+        b = rng.normal(0.0, std, (20000, k))
+        sp2 = (a.var(1, ddof=1) + b.var(1, ddof=1)) / 2
+        t = (a.mean(1) - b.mean(1)) / np.sqrt(sp2 * 2 / k)
+        simulated = np.mean(np.abs(t) > scipy.stats.t.ppf(1 - alpha / 2, 2 * k - 2))
+        assert abs(simulated - stats.t_test_power(diff, std, k, alpha)) < 0.015
+    assert stats.seeds_needed(0.0, 1.0, 0.05) is None
+
+
+def test_logistic_fit_and_crossover():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-4, 4, 400)
+    y = (rng.uniform(size=400) < 1 / (1 + np.exp(-(0.5 + 1.5 * x)))).astype(float)
+    fit = stats.logistic_fit(x, y)
+    assert fit.converged
+
+    def nll(beta):
+        eta = beta[0] + beta[1] * x
+        return np.sum(np.logaddexp(0, eta) - y * eta)
+
+    ref = scipy.optimize.minimize(nll, np.zeros(2), method="BFGS", options={"gtol": 1e-9}).x
+    np.testing.assert_allclose(fit.coef, ref, atol=1e-4)
+    xc, lo, hi = stats.crossover(fit)
+    assert xc == pytest.approx(-fit.coef[0] / fit.coef[1]) and lo < -0.5 / 1.5 < hi and hi - lo < 1.0
+    # perfectly separated classes have no finite maximum: reported, not a runaway fit
+    sep = stats.logistic_fit(np.array([-2.0, -1, 1, 2]), np.array([0.0, 0, 1, 1]))
+    assert not sep.converged and "separable" in sep.reason and np.isnan(stats.crossover(sep)[0])
+
+
+def test_logistic_in_the_analysis(table):
+    lg = run(table)["logistic"]
+    sig = {("CoLA", "MRPC"): 1.0, ("MRPC", "CoLA"): 1.0, ("MRPC", "RTE"): 0.0, ("RTE", "MRPC"): 1.0}
+    x = np.array([math.log2(SIZES[s] / SIZES[t]) for t, s in sig])
+    fit = stats.logistic_fit(x, np.array(list(sig.values())))
+    assert lg["n"] == 4 and lg["n_mtl_better"] == 3 and lg["converged"]
+    assert lg["slope"] == pytest.approx(fit.coef[1])
+    assert lg["crossover_ratio"] == pytest.approx(2 ** (-fit.coef[0] / fit.coef[1]))
+
+
+# ---------------------------------------------------------------- inputs
+def test_csv_names_and_methods(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("score,seed,method,support,target\n70,1,MTL,mnli,sst2\n71,2,mtl_all:Dynamic,,Sts-B\n"
+                    "72,3,mtl_all:size,,qnli\n73,4,mtl:uniform,rte,qnli\n")
+    rows = read_scores_csv(path)
+    assert [(r.target, r.support, r.method) for r in rows] == [
+        ("SST-2", "MNLI", "mtl"), ("STS-B", "", "mtl_all"), ("QNLI", "", "mtl_all:size"),
+        ("QNLI", "RTE", "mtl:uniform")]
+    assert rows[0].source == f"{path}:2"
+
+
+@pytest.mark.parametrize("content, message", [
+    ("target,support,method,seed\nrte,mrpc,mtl,1\n", "missing column 'score'"),
+    ("target,support,method,seed,score\nrte,mrpc,mtl,1,70\nrte,mrpc,mtl,2,seventy\n",
+     ":3: score 'seventy' is not a number"),
+    ("target,support,method,seed,score\nrte,mrpc,mtl,x,70\n", ":2: seed 'x' is not an integer"),
+    ("target,support,method,seed,score\nrte,mrpc,pretrain,1,70\n", ":2: unknown method 'pretrain'"),
+    ("target,support,method,seed,score\nrte,,stilts,1,70\n", ":2: method stilts needs a support"),
+    ("target,support,method,seed,score\n", "no score rows"),
+    ("target,support,method,seed,score\nrte,mrpc,mtl,1,70\nRTE,MRPC,mtl,1,71\n", "two scores for target RTE"),
+])
+def test_bad_tables(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError) as e:
+        read_scores_csv(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_tool_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("target,support,method,seed\nrte,mrpc,mtl,1\n")
+    assert stats_tool.main(["--scores", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "missing column 'score'" in err and str(bad) in err and err.count("\n") == 1
+    empty = tmp_path / "results"
+    empty.mkdir()
+    assert stats_tool.main(["--results", str(empty), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no complete run records" in err and "python tools/train.py" in err and "--scores" in err
+    assert stats_tool.main(["--results", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_all_single_seed_cells_do_not_crash(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("target,support,method,seed,score\nrte,mrpc,mtl,1,70\nrte,mrpc,stilts,1,60\nrte,mrpc,mtl,2,71\n")
+    a = analyse(read_scores_csv(path), StatsSettings(power=1.0), SIZES)
+    (c,) = a["cells"]
+    assert c["p"] is None and c["significant"] is False and c["seeds_needed"] is None
+    assert a["summary"]["n_significant"] == 0 and a["summary"]["accuracy"] is None
+    assert not a["logistic"]["converged"]
+
+
+# ---------------------------------------------------------------- tools/stats.py end to end
+def test_tool_on_a_scores_table(table, tmp_path, capsys):
+    out, js = tmp_path / "out", tmp_path / "a.json"
+    assert stats_tool.main(["--scores", str(table), "--out", str(out), "--json", str(js), "--power", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "Student two-sample t-test (pooled variance), two-sided; alpha = 0.1; correction: none" in printed
+    assert "3 of 4 significant cells" in printed
+    for name in ("report.md", "cells.csv", "table1.csv", "table2.csv", "singles.csv", "figure1.png", "figure1.svg"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "figure2.png").exists()  # no size experiment in this table
+    data = json.loads(js.read_text())
+    assert data["summary"]["n_correct"] == 3 and data["summary"]["accuracy"] == 0.75
+    required = ["target", "support", "n_mtl", "n_stilts", "mean_mtl", "std_mtl", "mean_stilts", "std_stilts",
+                "diff", "t", "p", "significant", "predicted", "correct"]
+    assert all(set(required) <= set(c) for c in data["cells"]) and len(data["cells"]) == 6
+    assert set(data["tables"]) >= {"table1", "table2"}
+    with open(out / "cells.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert (out / "report.md").read_text() in printed
+
+
+def record(results: Path, mode, target, supports, seed, score, sampler=None, sizes=None, config=None, **extra):
+    rid = f"{mode}__{target}+{'+'.join(supports)}__{sampler}__{extra.get('tag', '')}s{seed}"
+    extra.pop("tag", None)
+    body = {"schema": 1, "run_id": rid, "status": "complete", "mode": mode, "target": target, "supports": supports,
+            "sampler": sampler, "seed": seed, "score": score, "train_sizes": sizes or {}, "config": config or {},
+            **extra}
+    (results / rid).mkdir(parents=True)
+    (results / rid / "record.json").write_text(json.dumps(body))
+
+
+def test_tool_on_run_records(tmp_path, capsys):
+    res = tmp_path / "results"
+    # a quick run with --limit-train: recorded sizes (RTE 300 > MRPC 200) override the official ones
+    lim = {"RTE": 300, "MRPC": 200}
+    for seed, (m, s) in enumerate([(70, 60), (71, 61), (72, 62)]):
+        record(res, "mtl", "RTE", ["MRPC"], seed, m, "dynamic", lim, {"limit_train": 300})
+        record(res, "stilts", "RTE", ["MRPC"], seed, s, None, lim, {"limit_train": 300})
+        record(res, "mtl", "MRPC", ["RTE"], seed, 80 + seed, "dynamic", lim)
+        record(res, "stilts", "MRPC", ["RTE"], seed, 80 + seed % 2, None, lim)
+        record(res, "mtl", "RTE", ["MRPC"], seed, 10, "uniform", lim)  # another sampler: method mtl:uniform
+        for t in ("RTE", "MRPC"):
+            record(res, "mtl_all", t, [u for u in ("RTE", "MRPC") if u != t], seed, 65 + seed, "size", lim)
+        # the joint mtl_all training run's own record is skipped (its per-task records hold the scores)
+        record(res, "mtl_all", "RTE", ["MRPC"], seed, 0, "size", lim, role="train", tag="joint")
+    record(res, "mtl", "MRPC", ["RTE"], 9, 0, "dynamic", lim, status="running")
+    # the size experiment: QNLI (1000, then halved to 500) with MNLI at K x the target size
+    for n_t in (1000, 500):
+        for k_text, k in (("1/3x", 1 / 3), ("1x", 1.0), ("2x", 2.0)):
+            for seed in (1, 2):
+                sizes = {"QNLI": n_t, "MNLI": round(k * n_t)}
+                cfg = {"support_size": k_text, "target_size": n_t if n_t == 500 else 0}
+                for mode, base, sampler in (("mtl", 80, "dynamic"), ("stilts", 82, None)):
+                    record(res, mode, "QNLI", ["MNLI"], seed, base + 2 * k + seed / 2, sampler, sizes, cfg,
+                           tag=f"{n_t}{k_text.replace('/', '_')}")
+    out, js = tmp_path / "out", tmp_path / "a.json"
+    assert stats_tool.main(["--results", str(res), "--out", str(out), "--json", str(js), "--welch"]) == 0
+    printed = capsys.readouterr().out
+    assert "Welch two-sample t-test" in printed and "1 not complete, skipped" in printed
+    for name in ("report.md", "figure1.png", "figure1.svg", "figure2.png", "figure2.svg", "size_experiment.csv"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads(js.read_text())
+    cells = by_cell(data)
+    assert set(cells) == {("RTE", "MRPC"), ("MRPC", "RTE")}  # mtl:uniform and the size runs are not matrix cells
+    assert data["sizes"]["RTE"] == 300 and data["sizes"]["MRPC"] == 200
+    assert cells[("RTE", "MRPC")]["predicted"] == "stilts" and cells[("RTE", "MRPC")]["correct"] is False
+    assert cells[("RTE", "MRPC")]["n_mtl"] == 3
+    t2 = {r["target"]: r for r in data["tables"]["table2"]["rows"]}
+    assert t2["RTE"]["MTL-ALL (size)"] == pytest.approx((65 + 66 + 67) / 3)
+    points = {(p["target_size"], round(p["k"], 4)): p for p in data["size_experiment"]}
+    assert set(points) == {(n, round(k, 4)) for n in (1000, 500) for k in (1 / 3, 1.0, 2.0)}
+    assert points[(500, 2.0)]["mean_mtl"] == pytest.approx(80 + 4 + (0.5 + 1) / 2)
+    assert points[(500, 2.0)]["n_stilts"] == 2
+
+
+def test_records_skip_incomplete_and_explain(tmp_path):
+    res = tmp_path / "results"
+    record(res, "mtl", "RTE", ["MRPC"], 1, 70, "dynamic", status="failed")
+    with pytest.raises(ValueError, match=r"no complete run records .*\(1 not complete\).*tools/train.py"):
+        read_run_records(res)
+
+
+def test_missing_matplotlib_is_one_clear_line(table, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if not installed
+    assert stats_tool.main(["--scores", str(table), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: figures need matplotlib") and "pip install" in err and "--no-plots" in err
+    assert stats_tool.main(["--scores", str(table), "--out", str(tmp_path / "o"), "--no-plots"]) == 0
+    assert (tmp_path / "o" / "report.md").exists() and not (tmp_path / "o" / "figure1.png").exists()
+
+
+def test_size_experiment_from_a_scores_table(tmp_path):
+    path = tmp_path / "s.csv"
+    lines = ["target,support,method,seed,score,support_size,target_size"]
+    for k in ("1/3x", "3x", "300"):
+        for seed in (1, 2, 3):
+            lines += [f"qnli,mnli,mtl,{seed},{80 + seed},{k},", f"qnli,mnli,stilts,{seed},{79 + seed},{k},100"]
+    path.write_text("\n".join(lines) + "\n")
+    a = analyse(read_scores_csv(path), StatsSettings(), {"QNLI": 100, "MNLI": 1000})
+    assert a["cells"] == []  # every row belongs to the size experiment
+    got = sorted((p["target_size"], round(p["k"], 6), p["n_mtl"], p["n_stilts"]) for p in a["size_experiment"])
+    # a count (300) is divided by the target size (100, from the sizes here): K = 3, the same point as 3x
+    assert got == [(100, round(1 / 3, 6), 3, 3), (100, 3.0, 6, 6)]

@@ -1,0 +1,155 @@
+"""tl.tasks: the GLUE registry against the paper's protocol, the readers on the real GLUE files
+(official row counts, the malformed QQP row), error messages, and user-defined JSON tasks."""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tl.metrics import compute_metrics, headline_score
+from tl.tasks import GLUE_TASKS, TaskSpec, get_task, load_task_spec, read_split, register_task, with_files
+
+PROTOCOL = Path(__file__).resolve().parents[2] / "shared" / "paper" / "PROTOCOL.md"
+# official dev sizes (../shared/glue/PROVENANCE.md; the HF glue split sizes)
+OFFICIAL_DEV = {"CoLA": 1043, "SST-2": 872, "MRPC": 408, "STS-B": 1500, "QNLI": 5463, "RTE": 277, "WNLI": 71}
+
+
+def test_registry_follows_the_protocol_table():
+    if not PROTOCOL.is_file():
+        pytest.skip(f"{PROTOCOL} not found")
+    rows = re.findall(r"^\| (\S+) \| ([\d,]+) \| (.+?) \|$", PROTOCOL.read_text(), flags=re.M)
+    headline = {"matched accuracy": "accuracy", "(accuracy + F1) / 2": "acc_and_f1", "accuracy": "accuracy",
+                "Matthews correlation": "matthews", "Spearman correlation (regression head)": "spearman"}
+    assert [r[0] for r in rows] == [t.name for t in GLUE_TASKS]  # the paper's order
+    for (_, size, metric), spec in zip(rows, GLUE_TASKS):
+        assert spec.train_size == int(size.replace(",", ""))
+        assert spec.headline == headline[metric]
+    assert get_task("STS-B").is_regression and get_task("sts-b").num_labels == 1
+    assert get_task("mnli").num_labels == 3 and get_task("MNLI").eval_splits == ("dev", "dev_mismatched")
+
+
+def test_names_are_case_insensitive_with_aliases():
+    for alias in ("sts-b", "STSB", "stsb", "sts_b"):
+        assert get_task(alias).name == "STS-B"
+    for alias in ("sst2", "SST-2", "sst-2"):
+        assert get_task(alias).name == "SST-2"
+    assert get_task("qnli") is get_task("QNLI")
+    with pytest.raises(ValueError, match="unknown task 'glue9'; known: MNLI, QQP"):
+        get_task("glue9")
+
+
+@pytest.mark.parametrize("task", ["CoLA", "SST-2", "MRPC", "STS-B", "RTE", "WNLI", "QNLI"])
+def test_real_files_load_with_official_row_counts(shared_glue, task):
+    spec = get_task(task)
+    splits = ["dev"] if task == "QNLI" else ["train", "dev"]  # QNLI train exists only in part
+    for split in splits:
+        examples = read_split(spec, shared_glue, split)
+        assert len(examples) == (spec.train_size if split == "train" else OFFICIAL_DEV[task])
+        assert examples.skipped == 0 and len(examples.labels) == len(examples)
+        assert (examples.text_b is None) == (spec.text_b is None)
+        if spec.is_regression:
+            assert examples.labels.dtype == np.float32 and 0 <= examples.labels.min() and examples.labels.max() <= 5
+        else:
+            assert examples.labels.dtype == np.int64 and set(np.unique(examples.labels)) == set(range(spec.num_labels))
+
+
+def test_first_rows_and_quoting_off(shared_glue):
+    assert read_split(get_task("CoLA"), shared_glue, "train").text_a[0].startswith("Our friends won't buy")
+    mrpc = read_split(get_task("MRPC"), shared_glue, "train")  # header with a BOM, columns by name
+    assert mrpc.text_a[0].startswith("Amrozi accused his brother") and mrpc.labels[0] == 1
+    dev = read_split(get_task("MRPC"), shared_glue, "dev")
+    assert dev.text_b[0].startswith('" The foodservice pie business')  # a leading quote is text
+
+
+def test_qqp_partial_file_reports_its_malformed_row(shared_glue):
+    spec = with_files(get_task("QQP"), train="partial/train_subset.tsv")
+    with pytest.warns(UserWarning, match=r"train_subset.tsv: skipped 1 of 23497 lines .* lines 2$"):
+        examples = read_split(spec, shared_glue, "train")
+    assert len(examples) == 23496 and examples.skipped == 1
+
+
+def test_missing_file_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"python tools/download_glue.py --tasks RTE --data-dir"):
+        read_split(get_task("rte"), tmp_path, "train")
+    with pytest.raises(ValueError, match="no split 'test'"):
+        read_split(get_task("rte"), tmp_path, "test")
+
+
+def write_rte(folder: Path, n: int, bad: dict) -> None:
+    """An RTE-shaped train.tsv with n rows; `bad` maps a row number to the broken line to put there."""
+    lines = ["index\tsentence1\tsentence2\tlabel"]
+    for i in range(n):
+        lines.append(bad.get(i, f"{i}\tA sentence {i}.\tAnother {i}.\t{'entailment' if i % 2 else 'not_entailment'}"))
+    (folder / "RTE").mkdir(parents=True, exist_ok=True)
+    (folder / "RTE" / "train.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_malformed_lines_are_skipped_counted_and_over_one_percent_is_an_error(tmp_path):
+    write_rte(tmp_path, 300, {4: "4\tonly three\tfields", 9: "9\ta\tb\tmaybe"})  # wrong count, unknown label
+    with pytest.warns(UserWarning, match=r"skipped 2 of 300 lines .* lines 6, 11$"):  # file lines, header = 1
+        examples = read_split(get_task("RTE"), tmp_path, "train")
+    assert len(examples) == 298 and examples.text_a[4] == "A sentence 5."
+    write_rte(tmp_path, 300, {i: f"{i}\tbroken" for i in range(0, 40, 10)})  # 4 of 300 > 1%
+    with pytest.raises(ValueError, match=r"skipped 4 of 300 lines .*more than 1% bad"):
+        read_split(get_task("RTE"), tmp_path, "train")
+
+
+def test_user_defined_task_from_json(tmp_path):
+    (tmp_path / "train.tsv").write_text("text\tpolarity\nGreat movie\tpos\nAwful\tneg\nFine\tpos\n")
+    (tmp_path / "dev.tsv").write_text("text\tpolarity\nLoved it\tpos\nHated it\tneg\n")
+    spec_file = tmp_path / "polarity.json"
+    spec_file.write_text(json.dumps({"name": "Polarity-Test", "files": {"train": "train.tsv", "dev": "dev.tsv"},
+                                     "text_a": "text", "label": 1, "labels": ["neg", "pos"],
+                                     "metrics": ["accuracy", "f1"], "headline": "f1"}))
+    spec = get_task(str(spec_file))  # a .json name loads and registers the spec
+    assert get_task("polarity-test") is spec and spec.num_labels == 2
+    dev = read_split(spec, "unused/data/dir", "dev")  # files are relative to the JSON's folder
+    assert dev.text_a == ["Loved it", "Hated it"] and dev.labels.tolist() == [1, 0] and dev.text_b is None
+    metrics = compute_metrics(spec, np.array([1, 1]), dev.labels)
+    assert metrics == {"accuracy": 0.5, "f1": pytest.approx(2 / 3)}
+    assert headline_score(spec, metrics) == pytest.approx(200 / 3)
+
+
+def test_user_defined_regression_task_without_header(tmp_path):
+    (tmp_path / "train.tsv").write_text("a b\tc d\t0.5\nx\ty\t4.25\n")
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "Sim", "files": {"train": "train.tsv", "dev": "train.tsv"},
+                                                    "has_header": False, "text_a": 0, "text_b": 1, "label": -1,
+                                                    "regression": True}))
+    spec = load_task_spec(tmp_path / "spec.json")
+    examples = read_split(spec, tmp_path, "train")
+    assert examples.labels.tolist() == [0.5, 4.25] and examples.text_b == ["c d", "y"]
+    assert spec.metrics == ("pearson", "spearman") and spec.headline == "pearson"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": "red"}, r"unknown keys \['colour'\]"),
+    ({"regression": True}, "either \"labels\""),
+    ({"metrics": ["bleu"]}, r"unknown metric\(s\) \['bleu'\]"),
+    ({"has_header": False}, "given by name but has_header is false"),
+    ({"labels": ["a", "a"]}, "labels must be distinct"),
+])
+def test_bad_json_specs_name_the_file_and_the_problem(tmp_path, change, message):
+    raw = {"name": "Bad", "files": {"train": "t.tsv", "dev": "d.tsv"}, "text_a": "s", "label": "l",
+           "labels": ["a", "b"]}
+    (tmp_path / "bad.json").write_text(json.dumps({**raw, **change}))
+    with pytest.raises(ValueError, match=message) as error:
+        load_task_spec(tmp_path / "bad.json")
+    assert "bad.json" in str(error.value)
+
+
+def test_register_refuses_a_clashing_name():
+    rte = get_task("RTE")
+    clash = TaskSpec(name="rte", dirname="x", files=rte.files, text_a=0, text_b=None, label=1, has_header=False,
+                     labels=("0", "1"), metrics=("accuracy",), headline="accuracy")
+    with pytest.raises(ValueError, match="clashes with registered task 'RTE'"):
+        register_task(clash)
+
+
+def test_samples_cover_all_nine_tasks_and_read_cleanly(samples_dir):
+    for spec in GLUE_TASKS:
+        for split in spec.files:
+            examples = read_split(spec, samples_dir, split)
+            assert len(examples) >= 64 and examples.skipped == 0
+            if not spec.is_regression:
+                assert len(np.unique(examples.labels)) >= 2

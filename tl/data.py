@@ -1,0 +1,190 @@
+"""Tokenized splits: a tokenize-once on-disk cache, length-bucketed batches, dynamic padding.
+
+The paper's code padded every batch to 128 tokens, and on the GLUE training sets 48-91% of those
+tokens are padding (../shared/paper/PROTOCOL.md, "Known weak points"). Here a split is tokenized once
+into flat numpy arrays (saved with np.save, reopened memory-mapped), batches are drawn from examples
+of nearly equal length (`bucket_batches`), and each batch is padded only to its own longest example
+(`collate`), which leaves a few percent of padding.
+
+Notation: N examples in a split, L tokens in all of them together, B rows in a batch, T the longest
+row of the batch.
+
+Cache: one folder per (task, split, file contents, tokenizer, max_len, columns), named by a sha256 of
+all of these and `FORMAT_VERSION`, so a changed file, tokenizer or setting never reads stale tokens.
+A folder is written under a temporary name and renamed into place, so a reader sees all of it or none.
+"""
+import hashlib
+import itertools
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from tl.tasks import TaskSpec, read_split, split_path
+
+FORMAT_VERSION = 1
+ARRAYS = ("ids", "type_ids", "offsets", "lengths", "labels")
+CHUNK = 4096               # examples per tokenizer call
+PROGRESS_MIN_EXAMPLES = 20000  # below this, tokenizing takes a moment and a bar is noise
+
+
+@dataclass
+class TokenizedSplit:
+    """All examples of a split back to back: example i is ids[offsets[i]:offsets[i + 1]]."""
+
+    ids: np.ndarray       # (L,) int32 token ids
+    type_ids: np.ndarray  # (L,) int8 segment ids (0 = first sentence, 1 = second)
+    offsets: np.ndarray   # (N + 1,) int64, offsets[0] = 0, offsets[N] = L
+    lengths: np.ndarray   # (N,) int32 tokens per example, special tokens included
+    labels: np.ndarray    # (N,) int64 class ids, or float32 for regression
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def example(self, i: int) -> tuple:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return self.ids[a:b], self.type_ids[a:b]
+
+    def subset(self, indices) -> "TokenizedSplit":
+        """The examples `indices` (M,), in that order, copied into memory."""
+        indices = np.asarray(indices, dtype=np.int64)
+        lengths = np.asarray(self.lengths)[indices]
+        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # position of each new token in the old flat arrays: old start of its example + its rank in it
+        starts = np.asarray(self.offsets)[indices]
+        positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])  # (L',)
+        return TokenizedSplit(ids=np.asarray(self.ids[positions]), type_ids=np.asarray(self.type_ids[positions]),
+                              offsets=offsets, lengths=lengths, labels=np.asarray(self.labels)[indices])
+
+
+def tokenize(text_a: list, text_b: Optional[list], labels: np.ndarray, tokenizer, max_len: int,
+             progress: bool = True, desc: str = "tokenizing") -> TokenizedSplit:
+    """Encode sentences (or pairs, truncated by the tokenizer) into a TokenizedSplit, in chunks."""
+    ids, type_ids, lengths = [], [], []
+    n = len(text_a)
+    for start in tqdm(range(0, n, CHUNK), desc=desc, unit="chunk", disable=not progress or n < PROGRESS_MIN_EXAMPLES):
+        chunk_b = None if text_b is None else text_b[start:start + CHUNK]
+        encoded = tokenizer.encode_batch(text_a[start:start + CHUNK], chunk_b, max_len=max_len)
+        ids.extend(e[0] for e in encoded)
+        type_ids.extend(e[1] for e in encoded)
+        lengths.extend(len(e[0]) for e in encoded)
+    lengths = np.asarray(lengths, dtype=np.int32)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = itertools.chain.from_iterable
+    return TokenizedSplit(ids=np.fromiter(flat(ids), dtype=np.int32, count=offsets[-1]),
+                          type_ids=np.fromiter(flat(type_ids), dtype=np.int8, count=offsets[-1]),
+                          offsets=offsets, lengths=lengths, labels=np.asarray(labels))
+
+
+def cache_key(spec: TaskSpec, split: str, tokenizer, max_len: int, file_sha256: str) -> str:
+    """Hex digest naming the cache entry: everything that changes the arrays is in it."""
+    fields = {"format": FORMAT_VERSION, "file_sha256": file_sha256, "tokenizer": tokenizer.fingerprint,
+              "max_len": max_len, "columns": [spec.text_a, spec.text_b, spec.label], "labels": spec.labels,
+              "has_header": spec.has_header, "split": split}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def load_tokenized(spec: TaskSpec, split: str, tokenizer, max_len: int = 128, data_dir="data/glue",
+                   cache_dir=None, progress: bool = True) -> TokenizedSplit:
+    """A split tokenized with `tokenizer` at `max_len`, from the cache in `cache_dir` when there
+    (arrays memory-mapped, read-only), else read, tokenized and saved there. `cache_dir=None`: no cache."""
+    path = split_path(spec, data_dir, split)
+    if cache_dir is None:
+        examples = read_split(spec, data_dir, split)
+        return tokenize(examples.text_a, examples.text_b, examples.labels, tokenizer, max_len, progress,
+                        desc=f"{spec.name} {split}")
+    if not path.is_file():
+        read_split(spec, data_dir, split)  # raises the error that says how to get the file
+    key = cache_key(spec, split, tokenizer, max_len, _sha256(path))
+    folder = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.name)}-{split}-{key}"
+    if not folder.is_dir():
+        examples = read_split(spec, data_dir, split)
+        tokenized = tokenize(examples.text_a, examples.text_b, examples.labels, tokenizer, max_len, progress,
+                             desc=f"{spec.name} {split}")
+        _save(tokenized, folder, {"task": spec.name, "split": split, "file": str(path), "max_len": max_len,
+                                  "tokenizer": tokenizer.fingerprint, "examples": len(tokenized),
+                                  "skipped_lines": examples.skipped, "format": FORMAT_VERSION})
+    return TokenizedSplit(**{name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS})
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _save(tokenized: TokenizedSplit, folder: Path, meta: dict) -> None:
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ARRAYS:
+        np.save(tmp / f"{name}.npy", getattr(tokenized, name))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process (e.g. a DDP rank) saved the same entry first; keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not folder.is_dir():
+            raise
+
+
+def bucket_batches(lengths, batch_size: int, rng) -> list:
+    """One epoch of batches of indices into `lengths` (N,): every index exactly once, each batch cut
+    from the examples sorted by length (ties broken at random), and the batch order shuffled.
+
+    Sorting the whole split makes batches nearly pad-free. The randomness between epochs is which
+    examples of equal length share a batch, and the order of batches: on GLUE each length value holds
+    tens to thousands of examples, so batch contents still change from epoch to epoch. `rng` is a
+    np.random.Generator (or a seed); the same seed gives the same batches."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rng = np.random.default_rng(rng)
+    lengths = np.asarray(lengths)
+    order = np.lexsort((rng.random(len(lengths)), lengths))  # primary key: length; then a random key
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def padding_fraction(lengths, batches: list) -> float:
+    """Share of pad tokens when each batch is padded to its longest example."""
+    lengths = np.asarray(lengths)
+    real = sum(int(lengths[b].sum()) for b in batches)
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    return 1.0 - real / padded
+
+
+def collate(split: TokenizedSplit, indices, pad_id: int) -> dict:
+    """The examples `indices` (B,) as tensors padded to the batch's longest example T:
+    input_ids, attention_mask, token_type_ids (B, T) long; labels (B,) long, or float32 for regression."""
+    indices = np.asarray(indices, dtype=np.int64)
+    lengths = np.asarray(split.lengths[indices], dtype=np.int64)  # (B,)
+    T = int(lengths.max())
+    mask = np.arange(T) < lengths[:, None]                           # (B, T)
+    source = np.where(mask, split.offsets[indices][:, None] + np.arange(T), 0)  # (B, T) positions in ids
+    labels = np.asarray(split.labels[indices])
+    return {
+        "input_ids": torch.from_numpy(np.where(mask, split.ids[source], pad_id).astype(np.int64)),
+        "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+        "token_type_ids": torch.from_numpy(np.where(mask, split.type_ids[source], 0).astype(np.int64)),
+        "labels": torch.from_numpy(labels.astype(np.float32 if labels.dtype.kind == "f" else np.int64)),
+    }
+
+
+def subsample(n_total: int, n: int, seed: int) -> np.ndarray:
+    """`n` of the indices 0..n_total-1 without replacement, sorted. The first n of one seeded
+    permutation, so with the same seed a smaller subsample lies inside a larger one (nested sizes
+    for the dataset-size experiments)."""
+    if not 0 < n <= n_total:
+        raise ValueError(f"cannot subsample {n} of {n_total} examples (need 0 < n <= {n_total})")
+    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])

@@ -1,0 +1,288 @@
+"""Task registry and TSV readers: the nine GLUE tasks and user-defined sentence(-pair) tasks.
+
+The GLUE entries follow the files of the official distribution as written by GLUE's
+`download_glue_data.py` (folder and file names, headers, columns; MNLI has `dev_matched.tsv` and
+`dev_mismatched.tsv`; CoLA has no header; MRPC's header starts with a UTF-8 BOM), the label lists of
+the transformers GLUE processors that the paper's code used, and the headline metric and official
+train sizes of ../shared/paper/PROTOCOL.md. `GLUE_TASKS` is in the order of the paper's matrices.
+
+A user-defined task is a small JSON file (see `load_task_spec`), so a new task needs no code:
+    {"name": "Polarity", "files": {"train": "train.tsv", "dev": "dev.tsv"},
+     "text_a": "sentence", "label": "label", "labels": ["neg", "pos"], "metrics": ["accuracy"]}
+
+Files are read the way GLUE loaders read them: tab-separated, quoting off (a `"` is text), so a
+sentence that starts with a quote is kept whole.
+"""
+import dataclasses
+import json
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from tl.metrics import METRICS
+
+Column = Union[int, str]  # a column index (negative counts from the end) or a header name
+MAX_BAD_FRACTION = 0.01   # more malformed lines than this means the wrong file or the wrong spec
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything needed to read, score and report one task."""
+
+    name: str                          # canonical name, e.g. "SST-2"
+    dirname: str                       # folder under the data dir, e.g. "SST-2"
+    files: dict = field(hash=False)    # split -> file name in the folder (or an absolute path)
+    text_a: Column
+    text_b: Optional[Column]           # None for single-sentence tasks
+    label: Column
+    has_header: bool
+    labels: Optional[tuple]            # label strings in class-id order; None = regression
+    metrics: tuple                     # names in tl.metrics.METRICS, all reported
+    headline: str                      # the metric of the paper's matrices (x100)
+    train_size: Optional[int] = None   # official number of training examples
+    aliases: tuple = ()                # other accepted names, e.g. ("stsb",)
+
+    def __post_init__(self):
+        where = f"task {self.name!r}"
+        if "train" not in self.files or "dev" not in self.files:
+            raise ValueError(f"{where}: files must name a 'train' and a 'dev' file, got {sorted(self.files)}")
+        unknown = sorted({m for m in (*self.metrics, self.headline) if m not in METRICS})
+        if unknown:
+            raise ValueError(f"{where}: unknown metric(s) {unknown}; choose from {sorted(METRICS)}")
+        if self.headline not in self.metrics:
+            raise ValueError(f"{where}: headline {self.headline!r} must be one of its metrics {list(self.metrics)}")
+        if self.labels is not None and (len(self.labels) == 0 or len(set(self.labels)) != len(self.labels)):
+            raise ValueError(f"{where}: labels must be distinct and non-empty, got {self.labels}")
+        if self.labels is None and {"accuracy", "f1", "matthews", "acc_and_f1"} & set(self.metrics):
+            raise ValueError(f"{where}: a regression task (no labels) can only use pearson/spearman")
+        for column in (self.text_a, self.text_b, self.label):
+            if isinstance(column, bool) or not isinstance(column, (int, str, type(None))):
+                raise ValueError(f"{where}: a column must be an index or a header name, got {column!r}")
+            if isinstance(column, str) and not self.has_header:
+                raise ValueError(f"{where}: column {column!r} given by name but has_header is false; use an index")
+        if self.text_a is None or self.label is None:
+            raise ValueError(f"{where}: text_a and label columns are required")
+
+    @property
+    def is_regression(self) -> bool:
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        """Output width of the task's head: number of classes, 1 for regression."""
+        return 1 if self.labels is None else len(self.labels)
+
+    @property
+    def eval_splits(self) -> tuple:
+        """Splits scored at each evaluation: "dev" first (it drives selection), then e.g. "dev_mismatched"."""
+        return ("dev",) + tuple(s for s in self.files if s not in ("train", "dev"))
+
+
+def _glue(name, files, text_a, text_b, label, labels, metrics, headline, train_size, aliases=(), header=True):
+    return TaskSpec(name=name, dirname=name, files=files, text_a=text_a, text_b=text_b, label=label,
+                    has_header=header, labels=labels, metrics=metrics, headline=headline,
+                    train_size=train_size, aliases=aliases)
+
+
+_TRAIN_DEV = {"train": "train.tsv", "dev": "dev.tsv"}
+BINARY = ("0", "1")
+# Label orders of transformers' glue processors (MnliProcessor.get_labels etc.), which the paper's code used.
+GLUE_TASKS = (
+    _glue("MNLI", {"train": "train.tsv", "dev": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv"},
+          "sentence1", "sentence2", "gold_label", ("contradiction", "entailment", "neutral"),
+          ("accuracy",), "accuracy", 392702, ("multinli",)),
+    _glue("QQP", _TRAIN_DEV, "question1", "question2", "is_duplicate", BINARY,
+          ("accuracy", "f1", "acc_and_f1"), "acc_and_f1", 363846),
+    _glue("QNLI", _TRAIN_DEV, "question", "sentence", "label", ("entailment", "not_entailment"),
+          ("accuracy",), "accuracy", 104743),
+    _glue("SST-2", _TRAIN_DEV, "sentence", None, "label", BINARY, ("accuracy",), "accuracy", 67349, ("sst",)),
+    # CoLA has no header: source code, label, original annotation, sentence
+    _glue("CoLA", _TRAIN_DEV, 3, None, 1, BINARY, ("matthews", "accuracy"), "matthews", 8551, header=False),
+    _glue("STS-B", _TRAIN_DEV, "sentence1", "sentence2", "score", None, ("pearson", "spearman"), "spearman",
+          5749, ("sts",)),
+    # MRPC's header is "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String" (the BOM is stripped on read)
+    _glue("MRPC", _TRAIN_DEV, "#1 String", "#2 String", "Quality", BINARY, ("accuracy", "f1", "acc_and_f1"),
+          "acc_and_f1", 3668),
+    _glue("RTE", _TRAIN_DEV, "sentence1", "sentence2", "label", ("entailment", "not_entailment"),
+          ("accuracy",), "accuracy", 2490),
+    _glue("WNLI", _TRAIN_DEV, "sentence1", "sentence2", "label", BINARY, ("accuracy",), "accuracy", 635),
+)
+
+_REGISTRY: dict = {}  # normalized name or alias -> TaskSpec
+
+
+def _key(name: str) -> str:
+    """'STS-B', 'sts_b', 'stsb' -> 'stsb'."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Make `spec` findable by `get_task` under its name and aliases (case-insensitive)."""
+    keys = [_key(n) for n in (spec.name, *spec.aliases)]
+    for key in keys:
+        if key in _REGISTRY and _REGISTRY[key] != spec:
+            raise ValueError(f"task name {spec.name!r} clashes with registered task {_REGISTRY[key].name!r}; rename it")
+    for key in keys:
+        _REGISTRY[key] = spec
+    return spec
+
+
+for _spec in GLUE_TASKS:
+    register_task(_spec)
+
+
+def get_task(name: str) -> TaskSpec:
+    """A registered task by name or alias ('qnli', 'QNLI', 'sts-b', 'stsb'), or a JSON spec file path."""
+    if name.endswith(".json"):
+        return register_task(load_task_spec(name))
+    try:
+        return _REGISTRY[_key(name)]
+    except KeyError:
+        known = ", ".join(s.name for s in GLUE_TASKS)
+        raise ValueError(f"unknown task {name!r}; known: {known} (or pass a task spec .json file)") from None
+
+
+_SPEC_KEYS = {"name", "files", "text_a", "text_b", "label", "has_header", "labels", "regression",
+              "metrics", "headline", "train_size", "aliases"}
+
+
+def load_task_spec(path) -> TaskSpec:
+    """A TaskSpec from a JSON file. Keys: name, files {split: path} (relative to the JSON file's folder),
+    text_a, text_b (optional), label (column names when has_header, the default, else indices), then
+    either labels [strings] or "regression": true; optional metrics (default accuracy, or pearson +
+    spearman for regression), headline (default the first metric), train_size, aliases."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"task spec {path} not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object with keys {sorted(_SPEC_KEYS)}")
+    unknown = set(raw) - _SPEC_KEYS
+    missing = {"name", "files", "text_a", "label"} - set(raw)
+    if unknown or missing:
+        problem = f"unknown keys {sorted(unknown)}" if unknown else f"missing keys {sorted(missing)}"
+        raise ValueError(f"{path}: {problem}; allowed: {sorted(_SPEC_KEYS)}")
+    regression = bool(raw.get("regression", False))
+    if regression == ("labels" in raw):
+        raise ValueError(f"{path}: give either \"labels\": [...] (classification) or \"regression\": true")
+    if not isinstance(raw["files"], dict):
+        raise ValueError(f"{path}: \"files\" must map split names to file paths, e.g. {{\"train\": \"train.tsv\"}}")
+    metrics = tuple(raw.get("metrics", ["pearson", "spearman"] if regression else ["accuracy"]))
+    if not metrics:
+        raise ValueError(f"{path}: \"metrics\" is empty; name at least one of {sorted(METRICS)}")
+    try:
+        return TaskSpec(
+            name=raw["name"], dirname=path.parent.name,
+            files={split: str((path.parent / f).resolve()) for split, f in raw["files"].items()},
+            text_a=raw["text_a"], text_b=raw.get("text_b"), label=raw["label"],
+            has_header=bool(raw.get("has_header", True)),
+            labels=None if regression else tuple(str(x) for x in raw["labels"]),
+            metrics=metrics, headline=raw.get("headline", metrics[0]),
+            train_size=raw.get("train_size"), aliases=tuple(raw.get("aliases", ())))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+@dataclass
+class Examples:
+    """The rows of one split: `labels` are int64 class ids (N,), or float32 scores (N,) for regression."""
+
+    text_a: list
+    text_b: Optional[list]
+    labels: np.ndarray
+    path: Path
+    skipped: int = 0  # malformed lines left out
+
+    def __len__(self) -> int:
+        return len(self.text_a)
+
+
+def split_path(spec: TaskSpec, data_dir, split: str) -> Path:
+    if split not in spec.files:
+        raise ValueError(f"task {spec.name} has no split {split!r}; it has {list(spec.files)}")
+    return Path(data_dir) / spec.dirname / spec.files[split]  # an absolute file name replaces the prefix
+
+
+def _resolve(column: Column, header: Optional[list], n_fields: int, path: Path) -> int:
+    if isinstance(column, str):
+        if column not in header:
+            raise ValueError(f"{path}: column {column!r} not in the header {header}")
+        return header.index(column)
+    if not -n_fields <= column < n_fields:
+        raise ValueError(f"{path}: column index {column} out of range for {n_fields} fields per line")
+    return column % n_fields
+
+
+def read_split(spec: TaskSpec, data_dir, split: str) -> Examples:
+    """Read one split of a task. A line with the wrong number of fields or an unknown label is skipped
+    and counted, with one warning naming the file and the first line numbers; more than 1% of such
+    lines raises ValueError (the file does not match the spec)."""
+    path = split_path(spec, data_dir, split)
+    if not path.is_file():
+        if spec.name in {t.name for t in GLUE_TASKS}:
+            how = (f"run `python tools/download_glue.py --tasks {spec.name} --data-dir {data_dir}`, or put the "
+                   f"official GLUE files in {path.parent}/")
+        else:
+            how = f"put the file there or fix \"files\" in the task spec of {spec.name}"
+        raise FileNotFoundError(f"{spec.name} {split} file not found: {path}; {how}")
+    # Split on "\n" only: str.splitlines would also break lines at \x0b, \x1c, \u2028, ... inside text.
+    lines = path.read_bytes().decode("utf-8-sig").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    rows = [line.rstrip("\r").split("\t") for line in lines]
+    if len(rows) <= int(spec.has_header):
+        raise ValueError(f"{path}: no data lines")
+    first = 1 if spec.has_header else 0
+    header = rows[0] if spec.has_header and rows else None
+    # Without a header, the most common field count is the file's layout.
+    n_fields = len(header) if header else Counter(map(len, rows)).most_common(1)[0][0]
+    a, b, y = (None if c is None else _resolve(c, header, n_fields, path)
+               for c in (spec.text_a, spec.text_b, spec.label))
+    label_ids = None if spec.is_regression else {s: i for i, s in enumerate(spec.labels)}
+
+    text_a, text_b, labels, bad = [], [], [], []
+    for line_no, fields in enumerate(rows[first:], start=first + 1):
+        if len(fields) != n_fields:
+            bad.append(line_no)
+            continue
+        raw_label = fields[y].strip()
+        if label_ids is not None:
+            label = label_ids.get(raw_label)
+        else:
+            try:
+                label = float(raw_label)
+            except ValueError:
+                label = None
+            label = label if label is not None and np.isfinite(label) else None
+        if label is None:
+            bad.append(line_no)
+            continue
+        text_a.append(fields[a])
+        if b is not None:
+            text_b.append(fields[b])
+        labels.append(label)
+
+    n_rows = len(rows) - first
+    if bad:
+        message = (f"{path}: skipped {len(bad)} of {n_rows} lines (wrong number of fields or unknown label), "
+                   f"lines {', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''}")
+        if len(bad) > MAX_BAD_FRACTION * n_rows:
+            raise ValueError(f"{message}: more than {MAX_BAD_FRACTION:.0%} bad, so the file does not match "
+                             f"task {spec.name}'s spec (columns, labels, header)")
+        warnings.warn(message, stacklevel=2)
+    dtype = np.float32 if spec.is_regression else np.int64
+    return Examples(text_a=text_a, text_b=text_b if b is not None else None,
+                    labels=np.asarray(labels, dtype=dtype), path=path, skipped=len(bad))
+
+
+def with_files(spec: TaskSpec, **files) -> TaskSpec:
+    """A copy of `spec` reading other files, e.g. `with_files(get_task("QQP"), train="partial/train_subset.tsv")`."""
+    return dataclasses.replace(spec, files={**spec.files, **files})

@@ -1,0 +1,153 @@
+"""The tokenizer: a thin wrapper over a Hugging Face `tokenizers.Tokenizer` built from a checkpoint folder.
+
+Reads `tokenizer.json` when the folder has one; else builds BERT's WordPiece from `vocab.txt` (honouring
+`do_lower_case`, `strip_accents` and `tokenize_chinese_chars` of `tokenizer_config.json`, as transformers'
+BertTokenizer does), or RoBERTa's byte-level BPE from `vocab.json` + `merges.txt` (`<s> A </s></s> B </s>`,
+as RobertaTokenizer). Encodes single sentences and pairs with the model's special tokens, truncates
+longest-first to `max_len`, and never pads: batching pads (tl/data.py). Padding or truncation settings
+baked into a `tokenizer.json` (all-MiniLM-L6-v2's pads every sequence to 128) are switched off.
+"""
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
+
+# special tokens when tokenizer_config.json does not name them (transformers' BertTokenizer, RobertaTokenizer)
+WORDPIECE_SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                      "cls_token": "[CLS]", "mask_token": "[MASK]"}
+BPE_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
+                "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
+PAD_TOKENS = ("[PAD]", "<pad>")
+
+
+class Tokenizer:
+    """`encode(a, b=None, max_len=128) -> (ids, type_ids)`; `encode_batch`; `pad_id`; `fingerprint`; `save`."""
+
+    def __init__(self, tokenizer: HFTokenizer, pad_id: int):
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self._tok = tokenizer
+        self.pad_id = pad_id
+        # computed before any call switches truncation on, so it covers the vocabulary and the
+        # normalizer/pre-tokenizer/post-processor settings only
+        self.fingerprint = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
+
+    @classmethod
+    def from_checkpoint(cls, folder) -> "Tokenizer":
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such model folder")
+        config = read_json(folder / "tokenizer_config.json")
+        specials = read_json(folder / "special_tokens_map.json") | config
+        if (folder / "tokenizer.json").is_file():
+            try:
+                tok = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+            except Exception as e:  # tokenizers raises a bare Exception on malformed files
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ValueError(f"{folder / 'tokenizer.json'}: cannot be read ({reason})") from None
+        elif (folder / "vocab.txt").is_file():
+            tok = wordpiece(folder / "vocab.txt", config, specials)
+        elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+            tok = byte_level_bpe(folder / "vocab.json", folder / "merges.txt", specials)
+        else:
+            raise FileNotFoundError(f"{folder}: no tokenizer.json, vocab.txt, or vocab.json + merges.txt")
+        return cls(tok, pad_id=find_pad_id(tok, specials, folder))
+
+    def _truncate(self, max_len: int) -> None:
+        # max_len counts the special tokens, as transformers' max_length does
+        if (self._tok.truncation or {}).get("max_length") != max_len:
+            self._tok.enable_truncation(max_len, strategy="longest_first")
+
+    def encode(self, a: str, b: Optional[str] = None, max_len: int = 128) -> tuple[list, list]:
+        """Token ids and token type ids of one sentence or pair, special tokens included."""
+        self._truncate(max_len)
+        e = self._tok.encode(a, b)
+        return e.ids, e.type_ids
+
+    def encode_batch(self, list_a: list, list_b: Optional[list] = None, max_len: int = 128) -> list:
+        """`encode` over many examples at once, in parallel (the Rust batch path)."""
+        if list_b is not None and len(list_b) != len(list_a):
+            raise ValueError(f"encode_batch: {len(list_a)} first sentences but {len(list_b)} second ones")
+        self._truncate(max_len)
+        inputs = list(list_a) if list_b is None else list(zip(list_a, list_b))
+        return [(e.ids, e.type_ids) for e in self._tok.encode_batch(inputs)]
+
+    def save(self, folder) -> Path:
+        """Write `folder/tokenizer.json` (no padding, no truncation) atomically."""
+        self._tok.no_truncation()
+        path = Path(folder) / "tokenizer.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self._tok.to_str())
+        os.replace(tmp, path)
+        return path
+
+    def __len__(self) -> int:
+        return self._tok.get_vocab_size()
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+
+def token_text(value) -> Optional[str]:
+    """A special token as tokenizer_config.json writes it: a string, or {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def wordpiece(vocab_txt: Path, config: dict, specials: dict) -> HFTokenizer:
+    """BERT's WordPiece tokenizer, as transformers' BertTokenizer (basic tokenization, then ##-pieces)."""
+    names = {k: token_text(specials.get(k)) or v for k, v in WORDPIECE_SPECIALS.items()}
+    vocab = models.WordPiece.read_file(str(vocab_txt))
+    for role, token in names.items():
+        if token not in vocab:
+            raise ValueError(f"{vocab_txt}: has no {role} {token!r}")
+    tok = HFTokenizer(models.WordPiece(vocab, unk_token=names["unk_token"], max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+        strip_accents=config.get("strip_accents"), lowercase=config.get("do_lower_case", True))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    cls, sep = names["cls_token"], names["sep_token"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
+    tok.add_special_tokens(list(dict.fromkeys(names.values())))
+    return tok
+
+
+def byte_level_bpe(vocab_json: Path, merges_txt: Path, specials: dict) -> HFTokenizer:
+    """RoBERTa's byte-level BPE, as transformers' RobertaTokenizer: `<s> A </s></s> B </s>`, type ids 0."""
+    names = {k: token_text(specials.get(k)) or v for k, v in BPE_SPECIALS.items()}
+    vocab, merges = models.BPE.read_file(str(vocab_json), str(merges_txt))
+    for role, token in names.items():
+        if token not in vocab:
+            raise ValueError(f"{vocab_json}: has no {role} {token!r}")
+    tok = HFTokenizer(models.BPE(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    cls, sep = names["cls_token"], names["sep_token"]
+    tok.post_processor = processors.RobertaProcessing((sep, vocab[sep]), (cls, vocab[cls]),
+                                                      trim_offsets=True, add_prefix_space=False)
+    # RoBERTa's mask token swallows the space before it (lstrip), as in RobertaTokenizer
+    tok.add_special_tokens([AddedToken(t, lstrip=t == names["mask_token"]) for t in dict.fromkeys(names.values())])
+    return tok
+
+
+def find_pad_id(tok: HFTokenizer, specials: dict, folder: Path) -> int:
+    """The padding token's id: tokenizer_config.json's pad_token, else tokenizer.json's padding, else [PAD]/<pad>."""
+    candidates = [token_text(specials.get("pad_token"))]
+    candidates += [(tok.padding or {}).get("pad_token"), *PAD_TOKENS]
+    for token in candidates:
+        if token is not None and tok.token_to_id(token) is not None:
+            return tok.token_to_id(token)
+    raise ValueError(f"{folder}: the tokenizer has no padding token; name one as pad_token in tokenizer_config.json")
