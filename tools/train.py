@@ -1,0 +1,83 @@
+"""Fine-tune with the paper's methods: single-task, STILTs, pairwise MTL, MTL over all tasks.
+
+    python tools/train.py --mode single  --tasks rte
+    python tools/train.py --mode stilts  --tasks rte,mnli        # target first, then the support
+    python tools/train.py --mode mtl     --tasks rte,mnli --sampler dynamic
+    python tools/train.py --mode mtl_all --sampler size
+    torchrun --nproc_per_node 2 tools/train.py --mode mtl --tasks rte,mrpc ...
+
+Defaults are the paper's settings (distilroberta-base, batch 128, lr 2e-5, 10 epochs, dev every
+half epoch, the five seeds). Each run writes <results-dir>/<run_id>/record.json; running the same
+command again skips complete runs and resumes interrupted ones.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tl.cli import add_arguments, from_namespace  # noqa: E402
+from tl.recipes import RunConfig  # noqa: E402
+from tl.train import TrainSettings  # noqa: E402
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, RunConfig, "what to run")
+    add_arguments(parser, TrainSettings, "training")
+    args = parser.parse_args(argv)
+    try:
+        cfg = from_namespace(RunConfig, args)
+        settings = from_namespace(TrainSettings, args)
+        from tl.sampling import SAMPLERS, SCHEDULES
+
+        if settings.sampler not in SAMPLERS:
+            raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
+        if settings.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {settings.schedule!r}")
+        if cfg.mode == "mtl_all" and len(cfg.task_names) < 2:
+            raise ValueError("--mode mtl_all needs at least two tasks (default: all nine)")
+        if not cfg.tasks and cfg.mode != "mtl_all":
+            raise ValueError(f"--mode {cfg.mode} needs --tasks (the target first, then supports)")
+    except (ValueError, KeyError) as e:
+        parser.exit(2, f"error: {str(e).strip(chr(34) + chr(39))}\n")
+    return cfg, settings
+
+
+def main(argv=None) -> int:
+    cfg, settings = parse(argv)
+    distributed = "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        import torch
+        import torch.distributed as dist
+
+        backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+            cfg.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    from tl.recipes import check_writable, run
+
+    status = 0
+    try:
+        check_writable(Path(cfg.results_dir))
+        run(cfg, settings)
+    except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        status = 2
+    if distributed:
+        # a clean exit under gloo: barrier, tear down, flush, then leave without running the
+        # interpreter's shutdown, which sometimes aborts ("terminate called without an active exception")
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
