@@ -13,6 +13,14 @@ import dataclasses
 import typing
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (`error: argument --mode: invalid choice ...`), not
+    after a screen of usage text: what the tools promise for every bad flag."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def arg(default, help: str, **choices):
     """A dataclass field with its flag's help text (and optional `choices=`)."""
     return dataclasses.field(default=default, metadata={"help": help, **choices})

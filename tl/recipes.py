@@ -313,9 +313,10 @@ def select_support(records: list[dict], how: str) -> dict:
 def run_stilts(ctx: Context, settings: TrainSettings, target: str, support: str, seed: int) -> dict:
     cfg = ctx.cfg
     sizes = train_sizes(cfg, ctx, target, [support])
-    # the support runs are plain single runs, subsampled like this run's support
-    support_cfg = replace(cfg, limit_train=cfg.limit_train, support_size="",
-                          target_size=sizes[support] if sizes[support] < len(ctx.split(support, "train")) else 0)
+    # the support runs are plain single runs, subsampled like this run's support (a --support-size
+    # becomes their --target-size; --limit-train alone is theirs already)
+    unsized = train_sizes(replace(cfg, support_size=""), ctx, target, [support])[support]
+    support_cfg = replace(cfg, support_size="", target_size=sizes[support] if sizes[support] < unsized else 0)
     support_ctx = _with_cfg(ctx, support_cfg)
     support_runs = [run_single(support_ctx, settings, support, s) for s in cfg.support_seeds]
     chosen = select_support(support_runs, cfg.support_selection)

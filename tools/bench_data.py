@@ -8,7 +8,6 @@ reload must equal those of the first load. Goal: reload >= 20x faster. Also repo
 training set, the share of pad tokens with batches of 32 padded to 128 (the paper's code) and with
 tl's length-bucketed batches. Results replace the `data` section of docs/PERFORMANCE.md.
 """
-import argparse
 import statistics
 import sys
 import tempfile
@@ -21,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import machine_description, write_section  # noqa: E402
+from tl.cli import ArgumentParser  # noqa: E402
 from tl.data import ARRAYS, bucket_batches, load_tokenized, padding_fraction  # noqa: E402
 from tl.tasks import GLUE_TASKS, get_task  # noqa: E402
 from tl.tokenizer import Tokenizer  # noqa: E402
@@ -54,7 +54,7 @@ def read_all(split) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=default_data_dir(), help="GLUE folder (default: ../shared/glue)")
     parser.add_argument("--task", default="SST-2", help="task whose train split is timed (default SST-2)")
     parser.add_argument("--tokenizer", default=default_tokenizer(), help="checkpoint folder with tokenizer.json "

@@ -12,7 +12,6 @@ at random (heavy padding, as a plain dynamic-padding loader) and tl's length-buc
 step by step so background load hits both alike. transformers is the test-side oracle, reached through
 tests/oracle.py. Results replace the `encoder` section of docs/PERFORMANCE.md.
 """
-import argparse
 import multiprocessing
 import sys
 import tempfile
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bench import machine_description, write_section  # noqa: E402
+from tl.cli import ArgumentParser  # noqa: E402
 from tl.data import bucket_batches, padding_fraction  # noqa: E402
 from tl.model import Encoder  # noqa: E402
 from tl.tasks import GLUE_TASKS, read_split, with_files  # noqa: E402
@@ -156,7 +156,7 @@ def measure(key: str, bucketed: bool, lengths: dict, args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=16, help="timed batches per model and regime (default 16)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")

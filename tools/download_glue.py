@@ -9,19 +9,19 @@ Same archives and MRPC construction as GLUE's download_glue_data.py (see tl/down
 file's sha256 is checked; an interrupted download resumes on the next run; a task already present is
 skipped, so a second run does nothing. The mirror can also be set with TL_GLUE_BASE_URL.
 """
-import argparse
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tl.cli import ArgumentParser  # noqa: E402
 from tl.download import GLUE_SOURCES, fetch_task  # noqa: E402
 from tl.tasks import GLUE_TASKS, get_task  # noqa: E402
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["all"],
                         help="task names, comma- or space-separated (case-insensitive; default: all)")
     parser.add_argument("--data-dir", default="data/glue", help="where the task folders go (default: data/glue)")

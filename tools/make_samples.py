@@ -8,7 +8,6 @@ partial train file exists there), dev rows are drawn from the train rows not use
 train. The run is deterministic: the same source gives the same bytes. The provenance is written
 to data/samples/README.md.
 """
-import argparse
 import hashlib
 import random
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tl.cli import ArgumentParser  # noqa: E402
 from tl.tasks import GLUE_TASKS, read_split  # noqa: E402
 
 SEED = 0
@@ -55,7 +55,7 @@ def write(path: Path, header, lines: list) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", default=str(ROOT.parent / "shared" / "glue"), help="real GLUE folder")
     parser.add_argument("--out", default=str(ROOT / "data" / "samples"), help="where the samples go")
     args = parser.parse_args(argv)

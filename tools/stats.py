@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tl.cli import ArgumentParser  # noqa: E402
 from tl.cli import add_arguments, arg, from_namespace  # noqa: E402
 from tl.report import StatsSettings, analyse, render_markdown, to_json, write_atomic, write_outputs  # noqa: E402
 from tl.scores import read_run_records, read_scores_csv, task_sizes  # noqa: E402
@@ -46,7 +47,7 @@ def read_sizes(path: str) -> dict | None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, Paths, "inputs and outputs")
     add_arguments(parser, StatsSettings, "statistics")

@@ -17,13 +17,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tl.cli import add_arguments, from_namespace  # noqa: E402
+from tl.cli import ArgumentParser, add_arguments, from_namespace  # noqa: E402
 from tl.recipes import RunConfig  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402
 
 
 def parse(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, RunConfig, "what to run")
     add_arguments(parser, TrainSettings, "training")
     args = parser.parse_args(argv)
