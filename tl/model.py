@@ -354,7 +354,8 @@ class Encoder(nn.Module):
             pooler = config.model_type != "distilbert"
         self.pooler = Pooler(config) if pooler else None
         self.positions = POSITIONS[config.model_type]
-        self.apply(self._init_weights)
+        if not self.embeddings.word_embeddings.weight.is_meta:  # on meta (from_pretrained) init costs ~1.5 s for nothing
+            self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
         """BERT's initialisation (transformers' `BertPreTrainedModel._init_weights`)."""
