@@ -16,9 +16,18 @@ Three invariants are tested:
 - Checkpoints, records and logs are written atomically (temp + rename); a non-finite model is never
   kept as best.
 
-Distributed data parallel: when `torch.distributed` is initialised, every rank takes its own rows of
-each global batch (`MultiTaskSampler.shard`), gradients are summed across ranks with one all-reduce of
-a flat buffer (which also covers heads that some rank did not use in a step), and only rank 0 writes.
+Distributed data parallel (`torchrun`): when `torch.distributed` is initialised, every rank takes its
+own rows of each global batch (`tl.sampling.shard`), each rank's loss is divided by the example count
+of the whole global step, and gradients are summed over ranks with one all-reduce of a flat buffer
+(which also covers heads that some rank did not use in a step). Every rank then takes the same
+optimizer step, so N processes compute the run of one process with the same global batch (tested:
+parameters equal to 1e-5). Dev evaluation is split over the ranks the same way and the predictions
+summed back. Only rank 0 writes files (checkpoints, records, logs); the checkpoint holds every rank's
+RNG state, so a DDP run resumes exactly too. Dropout draws differ per rank (seed + rank).
+
+`--compile` wraps each Transformer layer in `torch.compile(dynamic=True)`: the layers are where the
+time goes, and their token count N changes with every batch (dynamic shapes, one compilation). The
+unpadding index ops and the per-task heads stay eager. Checkpoints still hold the plain module's keys.
 """
 from __future__ import annotations
 
@@ -73,6 +82,7 @@ class TrainSettings:
     max_nonfinite: int = arg(5, "consecutive non-finite losses (fp32/bf16) before the run fails")
     keep_best: tuple = ()  # tasks whose best model is written to best/ (best/<TASK>/ when several)
     progress: bool = arg(True, "show progress bars")
+    compile: bool = arg(False, "torch.compile the encoder's layers (dynamic shapes; the first steps are slow)")
 
     def __post_init__(self):
         if self.batch_size <= 0:
@@ -146,10 +156,13 @@ def to_device(batch: dict, device: torch.device) -> dict:
 @torch.no_grad()
 def predict(model: MultiTaskModel, task: int, split, device, amp_dtype, batch_size: int, pad_id: int) -> np.ndarray:
     """Predictions of head `task` on every example of `split`, in the split's order: class ids, or
-    real values for a regression head. Examples are batched by length, so little padding is run."""
+    real values for a regression head. Examples are batched by length, so little padding is run.
+    Under DDP each rank predicts every world-th example of that order and the ranks' predictions
+    (zeros elsewhere) are summed, so every rank returns them all."""
     model.eval()
-    order = np.argsort(split.lengths, kind="stable")
-    out = np.zeros(len(order), dtype=np.float64)
+    rank, world = dist_info()
+    order = np.argsort(split.lengths, kind="stable")[rank::world]
+    out = np.zeros(len(split.lengths), dtype=np.float64)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = to_device(collate_rows([split], np.zeros(len(idx), dtype=np.int64), idx, pad_id), device)
@@ -160,6 +173,10 @@ def predict(model: MultiTaskModel, task: int, split, device, amp_dtype, batch_si
             out[idx] = logits.squeeze(-1).cpu().numpy()
         else:
             out[idx] = logits.argmax(-1).cpu().numpy()
+    if world > 1:
+        total = torch.from_numpy(out).to(device)
+        dist.all_reduce(total)  # each example is non-zero on one rank only: the sum is exact
+        out = total.cpu().numpy()
     return out
 
 
@@ -186,7 +203,10 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskData], device, amp_dtype, ba
 
 
 def write_json(path: Path, obj) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one. Under
+    DDP only rank 0 writes (every rank holds the same values; two writers would race on the temp file)."""
+    if dist_info()[0] != 0:
+        return
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
@@ -298,20 +318,24 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def allreduce_grads(model: torch.nn.Module) -> None:
-    """Sum gradients over ranks in one flat buffer. Parameters without a gradient on this rank (a
-    head whose task had no rows here) count as zeros, so every rank takes the same step."""
+def allreduce_grads(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
+    """Sum gradients and the step's loss over ranks in one flat buffer; returns the summed loss.
+
+    A parameter without a gradient on this rank (a head whose task had no rows here) counts as zeros;
+    one that no rank touched keeps `grad = None`, as in a single process, so AdamW skips it there too
+    (a zero gradient would still move it by momentum). Every rank then takes the same step.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    used = torch.tensor([float(p.grad is not None) for p in params], device=loss.device)  # (P,)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [used, loss.reshape(1).float()])
     dist.all_reduce(flat)
     offset = 0
-    for p in params:
+    for p, g, n_used in zip(params, grads, flat[-len(params) - 1 : -1].tolist()):
         n = p.numel()
-        p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+        p.grad = g.copy_(flat[offset : offset + n].view_as(g)) if n_used else None
         offset += n
+    return flat[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,11 +395,14 @@ def fit(
     micro = settings.micro_batch or settings.batch_size
 
     # ---- model, optimizer, schedule, scaler
-    seed_everything(settings.seed)
+    seed_everything(settings.seed + rank)  # rank 0 is a single process's run; other ranks draw other dropout
     model.to(device).train()
     if world > 1:
         for p in model.parameters():  # identical start on every rank
             dist.broadcast(p.data, 0)
+    if settings.compile:
+        for layer in model.encoder.encoder["layer"]:
+            layer.compile(dynamic=True)  # in place: parameter names (and checkpoints) stay as they are
     optimizer = make_optimizer(model, settings, device)
     scheduler = linear_schedule(optimizer, total_steps, int(settings.warmup_ratio * total_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -396,7 +423,10 @@ def fit(
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
         scaler.load_state_dict(extra["scaler"])
-        _set_rng_state(extra["rng"])
+        rngs = extra.get("rng_ranks") or [extra["rng"]]
+        if len(rngs) != world and world > 1:
+            warnings.warn(f"{found}: checkpoint of {len(rngs)} process(es) resumed on {world}; dropout draws will differ")
+        _set_rng_state(rngs[rank] if rank < len(rngs) else extra["rng"])
         step, best, history, stale = state["step"], state["best"], state["history"], state["stale"]
         epoch_start_state, sampler_epoch, timing = state["sampler"], state["sampler_epoch"], state["timing"]
         if is_main:
@@ -404,6 +434,10 @@ def fit(
             print(f"resuming {run_dir.name} from step {step}/{total_steps}", flush=True)
 
     def save_checkpoint():
+        rngs = [_rng_state()]
+        if world > 1:  # a collective: every rank calls save_checkpoint, rank 0 writes
+            rngs = [None] * world
+            dist.all_gather_object(rngs, _rng_state())
         if not is_main:
             return
         tmp = run_dir / "checkpoint.tmp"
@@ -411,7 +445,7 @@ def fit(
             shutil.rmtree(tmp)
         save_model(model, tmp)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": _rng_state()}, tmp / "optim.pt")
+                    "scaler": scaler.state_dict(), "rng": rngs[0], "rng_ranks": rngs}, tmp / "optim.pt")
         write_json(tmp / "state.json", {
             "format_version": CHECKPOINT_FORMAT, "step": step, "epoch": step / steps_per_epoch,
             "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "best": best,
@@ -468,8 +502,7 @@ def fit(
             scaler.scale(loss).backward()
             loss_sum += loss.detach()
         if world > 1:
-            allreduce_grads(model)
-            dist.all_reduce(loss_sum)
+            loss_sum = allreduce_grads(model, loss_sum)
         last_loss = float(loss_sum)
         if not math.isfinite(last_loss) and not scaler.is_enabled():
             # fp16 overflows are the scaler's business (it skips the step); elsewhere a NaN is a fault
@@ -526,6 +559,8 @@ def fit(
             save_checkpoint()
             t0 = time.perf_counter()
     bar.close()
+    if world > 1:
+        dist.barrier()  # rank 0's files (best/, checkpoint/) are complete before any rank reads them
 
     seconds = max(timing["train_seconds"], 1e-9)
     summary = {

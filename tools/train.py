@@ -53,10 +53,12 @@ def main(argv=None) -> int:
         import torch.distributed as dist
 
         backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
-        dist.init_process_group(backend)
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
             cfg.device = f"cuda:{os.environ['LOCAL_RANK']}"
+        dist.init_process_group(backend)
+        if dist.get_rank() != 0:  # rank 0 prints for all; the others' lines would be duplicates
+            sys.stdout = open(os.devnull, "w")
     from tl.recipes import check_writable, run
 
     status = 0
@@ -67,12 +69,14 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr, flush=True)
         status = 2
     if distributed:
-        # a clean exit under gloo: barrier, tear down, flush, then leave without running the
-        # interpreter's shutdown, which sometimes aborts ("terminate called without an active exception")
+        # Leave without the interpreter's shutdown, which under gloo sometimes aborts ("terminate
+        # called without an active exception"). On success the ranks meet at a barrier first; after an
+        # error they do not (another rank may be inside a collective), and torchrun stops the others.
         import torch.distributed as dist
 
-        dist.barrier()
-        dist.destroy_process_group()
+        if status == 0:
+            dist.barrier()
+            dist.destroy_process_group()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
