@@ -140,6 +140,7 @@ def test_stilts_continues_from_the_best_support_run(grid):
     assert stilts["support_selection"] == "max" and stilts["support_run"] == max(supports, key=supports.get)
     assert stilts["support_score"] == max(supports.values())
     assert stilts["head"] == "new"  # RTE's and MRPC's label spaces differ
+    assert set(stilts["best"]) == {"RTE"} and stilts["train_sizes"] == {"RTE": 32}  # the target alone
     # the target started from the support's fine-tuned encoder, not from MiniLM
     from safetensors.torch import load_file
 

@@ -263,9 +263,10 @@ def _train(ctx: Context, settings: TrainSettings, mode: str, target: str, suppor
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
     sizes = train_sizes(cfg, ctx, target, supports)
-    tasks = [ctx.task_data(t, sizes[t] if sizes[t] < len(ctx.split(t, "train")) else 0) for t in [target] + supports]
+    trained = [target] if mode == "stilts" else [target] + supports  # stilts: the support is in init_from
+    tasks = [ctx.task_data(t, sizes[t] if sizes[t] < len(ctx.split(t, "train")) else 0) for t in trained]
     if mode in ("mtl", "mtl_all") and settings.sampler.startswith("dynamic"):
-        refs = reference_scores(ctx, [t.spec.name for t in tasks])
+        refs = reference_scores(ctx, [t.spec.name for t in tasks], sizes)
         for t in tasks:
             t.reference = refs[t.spec.name]
     seed_everything(seed)  # the new heads' initialisation is part of the run's seed
@@ -360,9 +361,10 @@ def _with_cfg(ctx: Context, cfg: RunConfig) -> Context:
     return other
 
 
-def reference_scores(ctx: Context, tasks: list[str]) -> dict[str, float]:
+def reference_scores(ctx: Context, tasks: list[str], sizes: dict[str, int] | None = None) -> dict[str, float]:
     """Single-task reference scores for dynamic sampling: `--reference-scores FILE`, else the mean
-    score of the complete single runs of each task (same model and sizes) in the results folder."""
+    score of the complete single runs of each task in the results folder with the same model, max_len
+    and training-set size as this run gives that task (`sizes`, default: train_sizes of the config)."""
     cfg = ctx.cfg
     if cfg.reference_scores:
         path = Path(cfg.reference_scores)
@@ -374,17 +376,22 @@ def reference_scores(ctx: Context, tasks: list[str]) -> dict[str, float]:
         if missing:
             raise ValueError(f"--reference-scores {path} has no score for {', '.join(missing)}")
         return {t: given[t] for t in tasks}
+    sizes = sizes or train_sizes(cfg, ctx, tasks[0], tasks[1:])
     found = {}
     for r in complete_records(ctx.results):
-        c = r.get("config", {})
-        if r.get("mode") == "single" and c.get("model") == cfg.model and c.get("limit_train") == cfg.limit_train \
-                and c.get("max_len") == cfg.max_len:
-            found.setdefault(r["target"], []).append(r["score"])
+        c, t = r.get("config", {}), r.get("target")
+        if r.get("mode") == "single" and t in sizes and (r.get("train_sizes") or {}).get(t) == sizes[t] \
+                and c.get("model") == cfg.model and c.get("max_len") == cfg.max_len:
+            found.setdefault(t, []).append(r["score"])
     missing = [t for t in tasks if t not in found]
     if missing:
-        commands = "; ".join(f"python tools/train.py --mode single --tasks {t.lower()} --model {cfg.model} "
-                             f"--results-dir {cfg.results_dir}" + (f" --limit-train {cfg.limit_train}" if cfg.limit_train else "")
-                             for t in missing)
+        def command(t):
+            full = len(ctx.split(t, "train"))
+            limit = f" --limit-train {cfg.limit_train}" if cfg.limit_train and cfg.limit_train < full else ""
+            size = f" --target-size {sizes[t]}" if sizes[t] < min(full, cfg.limit_train or full) else ""
+            return (f"python tools/train.py --mode single --tasks {t.lower()} --model {cfg.model} "
+                    f"--results-dir {cfg.results_dir}{limit}{size}")
+        commands = "; ".join(command(t) for t in missing)
         raise ValueError(f"--sampler dynamic needs single-task reference scores for {', '.join(missing)}: run {commands} "
                          f"(or pass --reference-scores FILE, or choose --sampler size)")
     return {t: float(np.mean(found[t])) for t in tasks}

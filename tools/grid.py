@@ -1,0 +1,88 @@
+"""Run the paper's experiment grid (or the dataset-size experiment) as one resumable command.
+
+    python tools/grid.py --plan paper --dry-run --throughput bench.json   # every run, status, cost
+    python tools/grid.py --plan paper --tasks rte,mrpc,stsb,cola,wnli,sst2 --workers 2
+    python tools/grid.py --plan size --seeds 42,544460                   # Figure 2
+    python tools/grid.py --plan paper --emit-slurm grid.sbatch --slurm-tasks 16 --sbatch "--gres=gpu:1"
+
+Every run is `tools/train.py` with the same flags (the training flags below pass through), under the
+same run id in --results-dir, so complete runs are skipped and partial ones resumed; the run count
+of each plan is derived in docs/GRID.md. Exit status 1 when a run failed or was skipped.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tl.cli import ArgumentParser, add_arguments, from_namespace  # noqa: E402
+from tl.grid import (GridConfig, describe_plan, dev_counts, estimate, execute, make_plan, mean_tokens,  # noqa: E402
+                     parse_shard, read_throughput, shard_runs, slurm_script)
+from tl.recipes import RunConfig, check_writable  # noqa: E402
+from tl.train import TrainSettings  # noqa: E402
+
+
+def parse(argv):
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser, GridConfig, "the grid")
+    add_arguments(parser, RunConfig, "every run (as tools/train.py; --mode is chosen by the plan)")
+    add_arguments(parser, TrainSettings, "training (as tools/train.py)")
+    # None = not given: --support-seeds then follows --seeds, and --mode is refused
+    parser.set_defaults(mode=None, support_seeds=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.mode is not None:
+            raise ValueError("--mode: the plan chooses the modes; restrict them with --methods")
+        grid = from_namespace(GridConfig, args)
+        base = from_namespace(RunConfig, args, mode="mtl_all", support_seeds=args.support_seeds or args.seeds)
+        settings = from_namespace(TrainSettings, args)
+        if base.target_size or base.support_size:
+            raise ValueError("--target-size/--support-size: the size plan sets them per run; choose them with "
+                             "--size-k and --target-fractions")
+    except (ValueError, KeyError) as e:
+        parser.exit(2, f"error: {str(e).strip(chr(34) + chr(39))}\n")
+    return grid, base, settings
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    grid, base, settings = parse(argv)
+    try:
+        plan = make_plan(grid, base, settings)
+        results = Path(base.results_dir)
+        if grid.emit_slurm:
+            script = slurm_script(argv, grid.slurm_tasks, base.results_dir, grid.sbatch)
+            path = Path(grid.emit_slurm)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(script)
+            tmp.replace(path)
+            print(f"wrote {path}: {len(plan)} runs in {grid.slurm_tasks} array tasks; submit with: sbatch {path}")
+            return 0
+        i, n = parse_shard(grid.shard)
+        own = shard_runs(plan, i, n)
+        if grid.dry_run:
+            throughput = read_throughput(grid.throughput)
+            tasks = sorted({t for r in plan for t in r.sizes})
+            tokens, how = mean_tokens(tasks, base.data_dir, base.model, base.max_len)
+            costs = estimate(plan, tokens, dev_counts(tasks, base.data_dir), throughput)
+            keep = {r.run_id for r in own}
+            header = (f"plan {grid.plan}" + (f", shard {i}/{n}" if n > 1 else "") + f": model {base.model}, "
+                      f"seeds {','.join(map(str, base.seeds))}, results {results}; tokens per example {how}")
+            print(describe_plan([r for r in plan if r.run_id in keep], results,
+                                [c for r, c in zip(plan, costs) if r.run_id in keep], throughput, header))
+            return 0
+        check_writable(results)
+        out = execute(plan, own, results, workers=grid.workers, poll=grid.poll, progress=settings.progress)
+    except (ValueError, FileNotFoundError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    owned = {r.run_id for r in own}
+    print(f"grid: {len(owned & set(out['complete']))} of {len(own)} runs complete ({len(out['ran'])} trained now), "
+          f"{len(out['failed'])} failed, {len(out['skipped'])} skipped")
+    for rid, reason in {**out["failed"], **out["skipped"]}.items():
+        print(f"  {rid}: {reason}")
+    return 1 if out["failed"] or out["skipped"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
