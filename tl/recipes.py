@@ -131,7 +131,7 @@ def run_id(mode: str, target: str, supports: list[str], seed: int, cfg: RunConfi
 
 # settings that change how a run is executed, not what it computes
 _NOT_IDENTITY = {"results_dir", "cache_dir", "seeds", "device", "progress", "support_seeds", "data_dir",
-                 "reference_scores", "eval_batch_size", "save_every", "tasks", "mode", "keep_best"}
+                 "reference_scores", "eval_batch_size", "save_every", "tasks", "mode", "keep_best", "compile"}
 
 
 def identity(config: dict) -> dict:
