@@ -289,8 +289,9 @@ def make_optimizer(model: torch.nn.Module, settings: TrainSettings, device) -> t
             continue
         (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # the fused kernel is one launch for all parameters on CUDA; CPU keeps the reference foreach path
-    return torch.optim.AdamW(groups, lr=settings.lr, fused=device.type == "cuda")
+    # the fused kernel: one launch for all parameters on CUDA; on CPU no temporaries for the 11.7M-entry
+    # word embeddings (MiniLM SST-2 step 464 -> 329 ms; agrees with the foreach path to ~1e-7)
+    return torch.optim.AdamW(groups, lr=settings.lr, fused=device.type in ("cuda", "cpu"))
 
 
 def linear_schedule(optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -1,0 +1,58 @@
+"""tools/bench_train.py: its training-FLOPs formula against torch's own FLOP counter, and its flag errors."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import bench_train  # noqa: E402
+from tl.heads import HeadSpec, MultiTaskModel  # noqa: E402
+from tl.model import Encoder, EncoderConfig  # noqa: E402
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_train_flops_match_torch_flop_counter(model_type):
+    """Forward + backward of a tiny encoder and head on an unpadded batch: the formula equals the
+    matmul FLOPs (mm, addmm, bmm, attention) that torch.utils.flop_counter sees."""
+    torch.manual_seed(0)
+    pad = 1 if model_type == "roberta" else 0
+    config = EncoderConfig(model_type=model_type, vocab_size=50, hidden_size=24, num_hidden_layers=3,
+                           num_attention_heads=4, intermediate_size=40, max_position_embeddings=40,
+                           pad_token_id=pad, type_vocab_size=2 if model_type == "bert" else 1)
+    model = MultiTaskModel(Encoder(config), [HeadSpec("t", 3)]).train()
+    B, L = 3, 11
+    ids = torch.randint(pad + 1, config.vocab_size, (B, L))
+    batch = {"input_ids": ids, "attention_mask": torch.ones(B, L, dtype=torch.long),
+             "token_type_ids": torch.zeros(B, L, dtype=torch.long), "task_ids": torch.zeros(B, dtype=torch.long),
+             "labels": torch.tensor([0.0, 1.0, 2.0])}
+    with FlopCounterMode(display=False) as counter:
+        model.loss_sum(batch)[0].backward()
+    expected = bench_train.train_flops(config, [L] * B, bench_train.head_weights(model))
+    assert counter.get_total_flops() == pytest.approx(expected, rel=1e-9)
+    # the head: pooler (H x H) and classifier (H x 3) for BERT; dense (H x H) and out_proj (H x 3) for RoBERTa
+    assert bench_train.head_weights(model) == 24 * 24 + 24 * 3
+
+
+def test_pad_to_128():
+    batch = {"input_ids": torch.tensor([[5, 6, 7], [8, 9, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
+             "token_type_ids": torch.zeros(2, 3, dtype=torch.long), "labels": torch.tensor([1.0, 0.0])}
+    out = bench_train.pad_to(batch, 128, pad_id=0)
+    assert out["input_ids"].shape == (2, 128) and out["attention_mask"].sum() == 5
+    assert torch.equal(out["input_ids"][:, :3], batch["input_ids"]) and out["input_ids"][:, 3:].eq(0).all()
+    assert torch.equal(out["labels"], batch["labels"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tasks", "sst2,nope"], "--tasks"),
+    (["--seeds", "0"], "--seeds"),
+    (["--train-examples", "0"], "--train-examples"),
+    (["--json", "/nonexistent/folder/out.json"], "--json"),
+])
+def test_bad_flags_fail_before_any_work(flags, message, capsys):
+    assert bench_train.main(flags + ["--no-write"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
