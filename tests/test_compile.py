@@ -38,7 +38,8 @@ def run(tmp_path, compile: bool):
                         layer_norm_eps=1e-12, pad_token_id=0)
     model = MultiTaskModel(Encoder(cfg), [HeadSpec("RTE", 2)])
     # 3 steps of 8, a dev evaluation after each: the history holds every step's loss
-    settings = TrainSettings(batch_size=8, max_steps=3, evals_per_epoch=3, lr=1e-3, progress=False, compile=compile)
+    settings = TrainSettings(batch_size=8, max_steps=3, evals_per_epoch=3, lr=1e-3, progress=False, compile=compile,
+                             keep_checkpoint=True)
     summary = fit(model, data, settings, tmp_path / f"compile-{compile}")
     return model, summary
 

@@ -56,7 +56,7 @@ def train(tmp_path: Path, nproc: int, results: str, *args, wait: bool = True):
     under torchrun (--standalone picks a free port). Returns an object with `.stdout`, or the
     running Popen when `wait` is False."""
     argv = [str(ROOT / "tools" / "train.py"), "--data-dir", str(ROOT / "data" / "samples"), "--results-dir",
-            str(tmp_path / results), "--cache-dir", str(tmp_path / "cache"), "--no-progress", *args]
+            str(tmp_path / results), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--keep-checkpoint", *args]
     if nproc == 1:
         spec = importlib.util.spec_from_file_location("train_tool", argv[0])
         tool = importlib.util.module_from_spec(spec)

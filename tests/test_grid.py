@@ -342,3 +342,41 @@ def test_bad_input_is_one_clear_line(capsys, tmp_path, args, message):
     assert status == 2
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
+
+
+@pytest.mark.slow
+def test_minilm_grid_then_stats(capsys, tmp_path, minilm_path, monkeypatch):
+    """The same tiny study with the real all-MiniLM-L6-v2 (one optimizer step per run, the real
+    samples with dev sets of 32): paper plan over RTE, MRPC, STS-B x 2 seeds, then the size plan; tools/stats.py reads the
+    records and writes the report, the JSON and both figures."""
+    monkeypatch.setenv("TL_CACHE", str(tmp_path / "cache"))
+    results, data = tmp_path / "results", tmp_path / "data"
+    for task in ("RTE", "MRPC", "STS-B", "QNLI", "MNLI"):  # the real samples, dev sets cut to 32 rows for time
+        (data / task).mkdir(parents=True)
+        for f in (SAMPLES / task).glob("*.tsv"):
+            lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
+            (data / task / f.name).write_text("".join(lines if f.name == "train.tsv" else lines[:33]), encoding="utf-8")
+    try:
+        flags = tiny_flags(minilm_path, results)
+        flags[flags.index("--lr") + 1] = "1e-4"
+        flags[flags.index("--data-dir") + 1] = data
+        for plan in (["--plan", "paper", "--tasks", "rte,mrpc,stsb"],
+                     ["--plan", "size", "--size-k", "1/2,1", "--target-fractions", "1"]):
+            status, out, err = run_grid(capsys, *plan, "--seeds", "1,2", *flags)
+            assert status == 0, out + err
+        final = records(results)
+        assert len(final) == 6 + 24 + 6 + 6 * 3 + 14 and all(r["status"] == "complete" for r in final.values())
+        assert {r["model"] for r in final.values()} == {str(minilm_path)}
+        stats_tool = load_tool("stats")
+        out_dir, report_json = tmp_path / "stats", tmp_path / "stats.json"
+        assert stats_tool.main(["--results", str(results), "--out", str(out_dir), "--json", str(report_json)]) == 0
+        analysis = json.loads(report_json.read_text())
+        assert len(analysis["cells"]) == 6 and all(c["n_mtl"] == 2 and c["n_stilts"] == 2 for c in analysis["cells"])
+        assert analysis["summary"]["n_cells"] == 6
+        assert sorted(p["k"] for p in analysis["size_experiment"]) == [0.5, 1.0]
+        for name in ("report.md", "figure1.png", "figure1.svg", "figure2.png", "figure2.svg"):
+            assert (out_dir / name).stat().st_size > 0, name
+    finally:
+        import shutil
+
+        shutil.rmtree(results, ignore_errors=True)  # ~50 best/ models of 90 MB

@@ -130,6 +130,7 @@ def test_single_and_mtl_records(grid):
     log = [json.loads(x) for x in (grid["results"] / mtl["run_id"] / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [4]
     assert (grid["results"] / mtl["run_id"] / "best" / "model.safetensors").exists()
+    assert not list((grid["results"] / mtl["run_id"]).glob("checkpoint*"))  # the resume state went at the end
 
 
 def test_stilts_continues_from_the_best_support_run(grid):
@@ -223,7 +224,7 @@ def test_killed_mtl_run_resumes_identically(tmp_path, minilm_path):
     refs.write_text(json.dumps({"rte": 70.0, "mrpc": 80.0}))
     env = {**os.environ, "TL_CACHE": str(tmp_path / "cache")}
     common = ["--mode", "mtl", "--tasks", "rte,mrpc", "--model", str(model), "--seeds", "3", "--epochs", "5",
-              "--batch-size", "16", "--micro-batch", "8", "--lr", "1e-3", "--save-every", "2", "--limit-train", "48",
+              "--batch-size", "16", "--micro-batch", "8", "--lr", "1e-3", "--save-every", "2", "--limit-train", "48", "--keep-checkpoint",
               "--reference-scores", str(refs), "--eval-batch-size", "128"]
     rid = "mtl__rte+mrpc__dynamic__lim48__s3"  # 96 examples per epoch = 6 steps; 30 steps
     whole = tmp_path / "whole"

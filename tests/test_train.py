@@ -113,7 +113,8 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, minilm_path):
     model = tiny_model_dir(tmp_path, minilm_path)
     env = {**os.environ, "TL_CACHE": str(tmp_path / "cache")}
     common = ["--mode", "single", "--tasks", "rte", "--model", str(model), "--seeds", "7", "--epochs", "6",
-              "--batch-size", "16", "--micro-batch", "8", "--lr", "1e-3", "--save-every", "3", "--limit-train", "128"]
+              "--batch-size", "16", "--micro-batch", "8", "--lr", "1e-3", "--save-every", "3", "--limit-train", "128",
+              "--keep-checkpoint"]
     whole = tmp_path / "whole"
     subprocess.run(train_cmd(*common, "--results-dir", str(whole)), check=True, env=env, capture_output=True)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from tl.hub import resolve_model
 from tl.model import Encoder
 from tl.tasks import GLUE_TASKS, get_task
 from tl.tokenizer import Tokenizer
-from tl.train import TaskData, TrainSettings, fit, resolve_dir, seed_everything, write_json
+from tl.train import TaskData, TrainSettings, dist_info, fit, resolve_dir, seed_everything, write_json
 
 MODES = ("single", "stilts", "mtl", "mtl_all")
 SELECTIONS = ("max", "median", "mean-closest")
@@ -131,7 +132,8 @@ def run_id(mode: str, target: str, supports: list[str], seed: int, cfg: RunConfi
 
 # settings that change how a run is executed, not what it computes
 _NOT_IDENTITY = {"results_dir", "cache_dir", "seeds", "device", "progress", "support_seeds", "data_dir",
-                 "reference_scores", "eval_batch_size", "save_every", "tasks", "mode", "keep_best", "compile"}
+                 "reference_scores", "eval_batch_size", "save_every", "tasks", "mode", "keep_best", "compile",
+                 "keep_checkpoint"}
 
 
 def identity(config: dict) -> dict:
@@ -287,6 +289,11 @@ def _train(ctx: Context, settings: TrainSettings, mode: str, target: str, suppor
     record.update(status="complete", best=summary["best"], score=summary["best"][target]["score"],
                   steps=summary["steps"], timing=summary["timing"])
     write_json(run_dir / "record.json", record)
+    if not settings.keep_checkpoint and dist_info()[0] == 0:
+        # the resume state is 3x the model (AdamW's two moments): 780 paper runs of DistilRoBERTa
+        # would keep ~780 GB of it; best/ and the record are what later steps read
+        for folder in run_dir.glob("checkpoint*"):
+            shutil.rmtree(folder, ignore_errors=True)
     print(f"{rid}: score {record['score']:.2f}  " + "  ".join(
         f"{t} {summary['best'][t]['score']:.2f}" for t in summary["best"]), flush=True)
     return record

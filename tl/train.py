@@ -81,6 +81,8 @@ class TrainSettings:
     save_every: int = arg(0, "also write a resume checkpoint every N steps; 0: at each evaluation only")
     max_nonfinite: int = arg(5, "consecutive non-finite losses (fp32/bf16) before the run fails")
     keep_best: tuple = ()  # tasks whose best model is written to best/ (best/<TASK>/ when several)
+    keep_checkpoint: bool = arg(False, "keep checkpoint/ (model + optimizer state, for resuming) once the run "
+                                "is complete; by default it is deleted and best/ stays")
     progress: bool = arg(True, "show progress bars")
     compile: bool = arg(False, "torch.compile the encoder's layers (dynamic shapes; the first steps are slow)")
 
@@ -546,7 +548,8 @@ def fit(
                 _append_log(run_dir / "log.jsonl", entry)
                 bar.write(f"step {step} epoch {entry['epoch']:.2f} loss {last_loss:.4f} | "
                           + " ".join(f"{n} {dev[n]['score']:.2f}" for n in names))
-            save_checkpoint()
+            if step < total_steps or settings.keep_checkpoint:  # the last one would be deleted at once
+                save_checkpoint()
             if record is not None and is_main:
                 write_json(run_dir / "record.json", {**record, "status": "running", "best": best,
                                                      "score": best.get(target, {}).get("score"), "step": step})
