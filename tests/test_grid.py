@@ -179,6 +179,12 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
     release_lock(lock, token)
     lock.write_text(json.dumps({"pid": dead.pid, "host": "another-host", "time": 0, "token": "y"}))
     assert acquire_lock(lock) is None and live_lock(lock)  # another host's process cannot be checked: respected
+    lock.write_text("")  # a writer killed between creating the lock and filling it in
+    assert acquire_lock(lock) is None  # fresh: it may still be being written
+    os.utime(lock, (0, 0))
+    assert live_lock(lock) is None  # long empty: stale
+    token = acquire_lock(lock)
+    assert token and lock_owner(lock)["token"] == token
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +320,40 @@ def test_two_grids_never_train_the_same_run(tmp_path, tiny_model):
     assert len({e["pid"] for e in events(results)}) >= 2  # the work was shared by several workers
     assert all(rec["status"] == "complete" for rec in records(results).values())
     assert not list(results.glob("*/grid.lock"))  # every lock released
+
+
+def test_grid_killed_mid_way_restarts_without_redoing_or_losing(tmp_path, tiny_model):
+    """tools/grid.py SIGKILLed once a few runs are complete (one may be half done), then run again:
+    no complete run is retrained (record untouched, one start event), a half-done run resumes, and
+    every planned run ends complete."""
+    import signal
+    import time
+
+    results = tmp_path / "results"
+    env = {**os.environ, "TL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "tools" / "grid.py"), "--plan", "paper", "--tasks", "rte,mrpc", "--seeds", "1",
+           "--methods", "single,mtl", "--mtl-all-samplers", "size", *map(str, tiny_flags(tiny_model, results))]
+    cmd[cmd.index("--max-steps") + 1] = "4"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if sum(r.get("status") == "complete" for r in records(results).values()) >= 2:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {rid for rid, r in records(results).items() if r.get("status") == "complete"}
+    assert 2 <= len(before) < 4, "the grid finished before it could be killed"
+    mtimes = {rid: (results / rid / "record.json").stat().st_mtime_ns for rid in before}
+
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    final = records(results)
+    assert len(final) == 4 and all(r["status"] == "complete" for r in final.values())
+    assert all((results / rid / "record.json").stat().st_mtime_ns == t for rid, t in mtimes.items())
+    started = [e["run_id"] for e in events(results) if e["event"] == "start"]
+    assert all(started.count(rid) == 1 for rid in before)  # complete runs were not started again
+    assert set(started) == set(final)
 
 
 # ---------------------------------------------------------------------------------------------

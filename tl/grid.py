@@ -467,21 +467,36 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# a lock file still empty (or torn) this long after its creation lost its writer between O_EXCL and write
+TORN_LOCK_SECONDS = 10.0
+
+
 def lock_owner(path: Path) -> dict | None:
-    """The lock's content ({pid, host, time, token}) or None when there is no lock."""
+    """The lock's content ({pid, host, time, token}) or None when there is no lock; an empty or torn
+    file reads as {pid: None, host: None, mtime}."""
     try:
-        return json.loads(Path(path).read_text() or "{}")
+        text = Path(path).read_text()
+        return json.loads(text) if text else {"pid": None, "host": None, "mtime": Path(path).stat().st_mtime}
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError):
-        return {"pid": None, "host": None}  # being written: held
+        try:
+            return {"pid": None, "host": None, "mtime": Path(path).stat().st_mtime}
+        except FileNotFoundError:
+            return None
+
+
+def _stale(owner: dict, host: str) -> bool:
+    """A lock of a dead process on this host, or one whose writer died before filling it in."""
+    if owner.get("pid") is None:
+        return time.time() - owner.get("mtime", time.time()) > TORN_LOCK_SECONDS
+    return owner.get("host") == host and not _pid_alive(int(owner["pid"]))
 
 
 def live_lock(path: Path) -> dict | None:
-    """The lock's owner unless there is no lock or its process is dead on this host (stale)."""
+    """The lock's owner unless there is no lock or it is stale."""
     owner = lock_owner(path)
-    if owner and owner.get("host") == socket.gethostname() and owner.get("pid") is not None \
-            and not _pid_alive(int(owner["pid"])):
+    if owner and _stale(owner, socket.gethostname()):
         return None
     return owner
 
@@ -501,7 +516,7 @@ def acquire_lock(path: Path) -> str | None:
             owner = lock_owner(path)
             if owner is None:
                 continue  # released meanwhile: try again
-            if owner.get("host") != host or owner.get("pid") is None or _pid_alive(int(owner["pid"])):
+            if not _stale(owner, host):
                 return None
             stale = path.with_name(f"{path.name}.stale-{os.getpid()}")
             try:
