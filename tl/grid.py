@@ -42,7 +42,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tl.cli import arg
-from tl.recipes import RunConfig, read_record, run, run_id, train_sizes
+from tl.recipes import RunConfig, read_record, run, run_id, support_config, train_sizes
 from tl.tasks import GLUE_TASKS, get_task, read_split
 from tl.train import TrainSettings, resolve_dir
 
@@ -154,20 +154,28 @@ class _Counts:
         return range(self.counts[task])
 
 
+def _count_rows(spec, data_dir, splits) -> int | None:
+    """Examples in the task's files for `splits` under data_dir (what the recipes will read); None
+    when a file is missing or unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # malformed-line warnings: the count is what matters here
+            return sum(len(read_split(spec, data_dir, s)) for s in splits)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def train_counts(tasks, data_dir) -> dict:
-    """Training examples per task: counted in --data-dir's train file (what the recipes will read),
-    else the official size from the registry."""
+    """Training examples per task: counted in --data-dir's train file, else the official size from
+    the registry."""
     out = {}
     for t in tasks:
         spec = get_task(t)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out[spec.name] = len(read_split(spec, data_dir, "train"))
-        except (FileNotFoundError, ValueError):
+        out[spec.name] = _count_rows(spec, data_dir, ["train"])
+        if out[spec.name] is None:
             if spec.train_size is None:
                 raise ValueError(f"task {spec.name}: no train file under --data-dir {data_dir} and no "
-                                 f"train_size in its spec; download it or add train_size") from None
+                                 f"train_size in its spec; download it or add train_size")
             out[spec.name] = spec.train_size
     return out
 
@@ -181,12 +189,10 @@ def _make(base: RunConfig, settings: TrainSettings, counts: dict, mode: str, tar
 
 
 def _support_singles(stilts: Run, counts: dict) -> list[Run]:
-    """The single runs `recipes.run_stilts` continues from, under the ids it gives them: the support
-    subsampled like the STILTs run's support, its --support-size becoming their --target-size (mirrors
-    run_stilts; a change there must be made here too: tests/test_grid.py checks the ids end to end)."""
-    support, n = stilts.supports[0], stilts.sizes[stilts.supports[0]]
-    unsized = train_sizes(replace(stilts.cfg, support_size=""), _Counts(counts), stilts.target, [support])[support]
-    cfg = replace(stilts.cfg, support_size="", target_size=n if n < unsized else 0)
+    """The single runs `recipes.run_stilts` continues from, under the ids it gives them
+    (`recipes.support_config`)."""
+    support = stilts.supports[0]
+    cfg = support_config(stilts.cfg, _Counts(counts), stilts.target, support)
     return [_make(cfg, stilts.settings, counts, "single", support, (), s) for s in stilts.cfg.support_seeds]
 
 
@@ -386,12 +392,8 @@ def dev_counts(tasks, data_dir) -> dict:
     out = {}
     for t in tasks:
         spec = get_task(t)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out[spec.name] = sum(len(read_split(spec, data_dir, s)) for s in spec.eval_splits)
-        except (FileNotFoundError, ValueError):
-            out[spec.name] = DEV_SIZES.get(spec.name, 1000)
+        n = _count_rows(spec, data_dir, spec.eval_splits)
+        out[spec.name] = DEV_SIZES.get(spec.name, 1000) if n is None else n
     return out
 
 

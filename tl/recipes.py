@@ -318,14 +318,18 @@ def select_support(records: list[dict], how: str) -> dict:
     return records[i]
 
 
+def support_config(cfg: RunConfig, ctx: Context, target: str, support: str) -> RunConfig:
+    """The config of the single runs a STILTs run continues from: plain single runs of the support,
+    subsampled like this run's support (a --support-size becomes their --target-size; --limit-train
+    alone is theirs already). `ctx` only answers len(ctx.split(task, "train")); tl/grid.py plans with it."""
+    n = train_sizes(cfg, ctx, target, [support])[support]
+    unsized = train_sizes(replace(cfg, support_size=""), ctx, target, [support])[support]
+    return replace(cfg, support_size="", target_size=n if n < unsized else 0)
+
+
 def run_stilts(ctx: Context, settings: TrainSettings, target: str, support: str, seed: int) -> dict:
     cfg = ctx.cfg
-    sizes = train_sizes(cfg, ctx, target, [support])
-    # the support runs are plain single runs, subsampled like this run's support (a --support-size
-    # becomes their --target-size; --limit-train alone is theirs already)
-    unsized = train_sizes(replace(cfg, support_size=""), ctx, target, [support])[support]
-    support_cfg = replace(cfg, support_size="", target_size=sizes[support] if sizes[support] < unsized else 0)
-    support_ctx = _with_cfg(ctx, support_cfg)
+    support_ctx = _with_cfg(ctx, support_config(cfg, ctx, target, support))
     support_runs = [run_single(support_ctx, settings, support, s) for s in cfg.support_seeds]
     chosen = select_support(support_runs, cfg.support_selection)
     best_dir = resolve_dir(ctx.results / chosen["run_id"] / "best")
