@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from oracle import glue_pairs, hf_model_from_config, hf_model_from_dir, random_batch, tiny_config
-from tl.model import DISTILBERT_KEYS, Encoder, EncoderConfig, rename, roberta_positions
+from tl.model import DISTILBERT_KEYS, Encoder, EncoderConfig, dropout, keep_mask, rename, roberta_positions
 from tl.tokenizer import Tokenizer
 
 LENGTHS = [7, 12, 3, 12, 9]  # a batch with real padding: rows of 3..12 tokens padded to 12
@@ -100,6 +100,76 @@ def test_roberta_positions_follow_fairseq():
     ids = torch.tensor([[0, 5, 6, 2, pad, pad], [pad, pad, 0, 7, 2, pad]])
     expected = torch.tensor([[2, 3, 4, 5, 1, 1], [1, 1, 2, 3, 4, 1]])  # from pad + 1, padding stays at pad
     assert torch.equal(roberta_positions(ids, pad), expected)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_keep_mask_realises_the_probability(p):
+    torch.manual_seed(0)
+    n = 4_000_000
+    keep = keep_mask((n,), p, "cpu")
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert keep.dtype == torch.bool and abs(keep.float().mean().item() - (1 - p)) < 5 * sigma
+    halves = keep.view(2, -1).float().mean(1)  # no drift from one half of the draw to the other
+    assert abs(halves[0] - halves[1]).item() < 5 * sigma * 2**0.5 * 2
+    torch.manual_seed(0)
+    assert torch.equal(keep_mask((n,), p, "cpu"), keep)  # torch's generator: same seed, same mask
+
+
+def test_cpu_dropout_is_inverted_dropout():
+    torch.manual_seed(1)
+    x = (torch.rand(1000, 500) + 0.5).requires_grad_()
+    y = dropout(x, 0.25, training=True)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)  # survivors scaled by 1 / (1 - p)
+    assert abs(kept.float().mean().item() - 0.75) < 0.005
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)  # the gradient goes through the same mask
+    assert dropout(x, 0.25, training=False) is x
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert"])
+def test_training_path_matches_transformers(tmp_path, model_type):
+    """In training mode on CPU tl runs its own attention and dropout (`attention_cpu_dropout`, `keep_mask`).
+    With a dropout probability so small that every entry is kept, outputs and every parameter gradient
+    must equal transformers' model without dropout: the math of that path, padding bias included."""
+    hf, folder, config = saved_by_transformers(tmp_path, model_type)
+    tl = Encoder.from_pretrained(folder)
+    for m in tl.modules():
+        if hasattr(m, "dropout_p"):
+            m.dropout_p = 1e-12
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 1e-12
+    tl.train()
+    ids, mask, types = batch_for(config)
+    ours = tl(ids, mask, types)
+    theirs, _ = hf_forward(hf, model_type, ids, mask, types)
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=0)
+    weights = torch.randn_like(theirs) * mask[..., None]  # a loss over the real tokens
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    hf_params = dict(hf.named_parameters())
+    checked = 0
+    for name, param in tl.named_parameters():
+        if param.grad is None:
+            continue
+        torch.testing.assert_close(param.grad, hf_params[hf_name(model_type, name)].grad, atol=1e-5, rtol=1e-4)
+        checked += 1
+    assert checked > 10
+
+
+def test_training_mode_drops_and_is_reproducible(tmp_path):
+    _, folder, config = saved_by_transformers(tmp_path, "bert")
+    tl = Encoder.from_pretrained(folder).train()
+    ids, mask, types = batch_for(config)
+    torch.manual_seed(3)
+    a = tl(ids, mask, types)
+    torch.manual_seed(3)
+    b = tl(ids, mask, types)
+    c = tl(ids, mask, types)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert not torch.allclose(a, tl.eval()(ids, mask, types))
+    assert torch.all(a[~mask.bool()] == 0)  # padding stays zero in training too
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])

@@ -14,9 +14,6 @@ import platform
 import sys
 from pathlib import Path
 
-# huge pages for large allocations: the fresh 47 MB embedding gradient of each step zeroes 3x faster
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
 TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
 PERFORMANCE_MD = ROOT / "docs" / "PERFORMANCE.md"
