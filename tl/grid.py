@@ -478,14 +478,16 @@ def lock_owner(path: Path) -> dict | None:
     file reads as {pid: None, host: None, mtime}."""
     try:
         text = Path(path).read_text()
-        return json.loads(text) if text else {"pid": None, "host": None, "mtime": Path(path).stat().st_mtime}
+        if text:
+            return json.loads(text)
     except FileNotFoundError:
         return None
     except (OSError, json.JSONDecodeError):
-        try:
-            return {"pid": None, "host": None, "mtime": Path(path).stat().st_mtime}
-        except FileNotFoundError:
-            return None
+        pass
+    try:
+        return {"pid": None, "host": None, "mtime": Path(path).stat().st_mtime}
+    except FileNotFoundError:
+        return None
 
 
 def _stale(owner: dict, host: str) -> bool:

@@ -229,10 +229,8 @@ def keep_mask(shape, p: float, device) -> torch.Tensor:
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """F.dropout; on CPU with `keep_mask` (same distribution, cheaper masks; other devices keep their
     fused kernels)."""
-    if not training or p == 0.0 or x.device.type != "cpu":
+    if not training or not 0.0 < p < 1.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)
-    if p >= 1.0:
-        return x * 0.0
     # `where` and not `* mask`: a bool factor is first copied to float, forward and backward
     return torch.where(keep_mask(x.shape, p, x.device), x, 0.0).mul_(1.0 / (1.0 - p))
 
@@ -315,7 +313,7 @@ class SelfAttention(nn.Module):
         qkv = to_grid(F.linear(x, w, b), grid).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
         q, k, v = qkv.unbind(0)  # (B, nh, T, hs) each
         p = self.dropout_p if self.training else 0.0
-        if p > 0.0 and x.device.type == "cpu":
+        if 0.0 < p < 1.0 and x.device.type == "cpu":
             y = attention_cpu_dropout(q, k, v, grid.bias, p)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=grid.mask, dropout_p=p)  # (B, nh, T, hs)
@@ -332,8 +330,6 @@ def attention_cpu_dropout(q, k, v, bias: Optional[torch.Tensor], p: float) -> to
     if bias is not None:
         scores.add_(bias)
     probs = torch.softmax(scores, dim=-1)
-    if p >= 1.0:
-        return torch.zeros_like(q)
     return torch.matmul(torch.where(keep_mask(probs.shape, p, probs.device), probs, 0.0), v * (1.0 / (1.0 - p)))
 
 
@@ -347,11 +343,7 @@ class AddNorm(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        y, p = self.dense(x), self.dropout.p
-        if self.training and 0.0 < p < 1.0 and y.device.type == "cpu":  # dropout and residual in one pass
-            return self.LayerNorm(torch.add(residual, torch.where(keep_mask(y.shape, p, y.device), y, 0.0),
-                                             alpha=1.0 / (1.0 - p)))
-        return self.LayerNorm(residual + self.dropout(y))
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
 
 
 class Intermediate(nn.Module):

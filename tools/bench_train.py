@@ -326,7 +326,7 @@ def main(argv=None) -> int:
     peak = peak_of()
     print(f"{args.precision} matmul ({n}^3, best of 10, {device}): {peak / 1e9:.1f} GFLOP/s", flush=True)
 
-    results, sources = {}, set()
+    measured, sources = {}, set()  # task -> (runs per side, training FLOPs per example, lengths)
     for name in names:
         try:
             task, source = load_task(name, tokenizer, Path(args.data_dir), args.train_examples)
@@ -334,7 +334,7 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         sources.add(source)
-        if not results:  # an untimed warm-up of both sides: first-call costs (allocator, first shapes) skew no run
+        if not measured:  # an untimed warm-up of both sides: first-call costs (allocator, first shapes) skew no run
             dev = {k: v.subset(np.arange(min(32, len(v)))) for k, v in task.dev.items()}
             warm = TrainSettings(max_steps=2, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
                                  progress=False)
@@ -352,28 +352,27 @@ def main(argv=None) -> int:
                 print(f"{name} seed {seed} {side}: {run['examples'] / run['seconds']:.1f} examples/s, "
                       f"dev {run['best']:.2f} ({run['seconds']:.1f} s)", flush=True)
         lengths = np.asarray(task.train.lengths)
-        flops = train_flops(config, lengths, hw) / len(lengths)  # per example, mean over the subset
-        row = {side: summarize(r, flops, 1.0) for side, r in runs.items()}  # MFU divided by the peak below
-        row["speedup"] = row["tl"]["examples_per_second"] / row["baseline"]["examples_per_second"]
-        row["train_examples"] = len(lengths)
-        row["mean_tokens"] = float(lengths.mean())
-        row["padding_baseline"] = 1.0 - lengths.mean() / 128
-        results[name] = row
+        measured[name] = runs, train_flops(config, lengths, hw) / len(lengths), lengths  # FLOPs: mean per example
 
     # the peak again at the end: a single half-second window can fall on a busy moment of a shared
     # machine, which would lower the peak and flatter the MFU; the higher of the two is the conservative one
     peak_end = peak_of()
     print(f"{args.precision} matmul at the end: {peak_end / 1e9:.1f} GFLOP/s", flush=True)
     peak = max(peak, peak_end)
-    for row in results.values():
-        for side in ("tl", "baseline"):
-            row[side]["useful_token_mfu"] /= peak
+    results = {}
+    for name, (runs, flops, lengths) in measured.items():
+        row = {side: summarize(r, flops, peak) for side, r in runs.items()}
+        row["speedup"] = row["tl"]["examples_per_second"] / row["baseline"]["examples_per_second"]
+        row["train_examples"] = len(lengths)
+        row["mean_tokens"] = float(lengths.mean())
+        row["padding_baseline"] = 1.0 - lengths.mean() / 128
+        results[name] = row
     machine = machine_description()
     model_dir.cleanup()
     settings_out = {"train_examples": args.train_examples, "epochs": args.epochs, "batch_size": args.batch_size,
                     "lr": args.lr, "seeds": list(SEEDS[:args.seeds]), "evals_per_epoch": args.evals_per_epoch,
-                    "threads": args.threads, "max_len": 128, "precision": args.precision, "device": str(device), "matmul_size": n,
-                    "data": sorted(sources),
+                    "threads": args.threads, "max_len": 128, "precision": args.precision, "device": str(device),
+                    "matmul_size": n, "data": sorted(sources),
                     "optimizer": "AdamW (tl.train.make_optimizer), weight decay 0, linear decay to 0, no warmup, "
                                  "grad-norm clip 1.0"}
     H, L = config.hidden_size, config.num_hidden_layers
