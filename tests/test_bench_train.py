@@ -37,6 +37,28 @@ def test_train_flops_match_torch_flop_counter(model_type):
     assert bench_train.head_weights(model) == 24 * 24 + 24 * 3
 
 
+def test_flops_per_token_sums_to_train_flops():
+    """The per-token form the MFU uses (6 P + the attention term averaged over tokens) gives back the
+    per-example formula when summed over all the examples: the same FLOPs, counted per token."""
+    config = EncoderConfig(model_type="bert", vocab_size=50, hidden_size=24, num_hidden_layers=3,
+                           num_attention_heads=4, intermediate_size=40, max_position_embeddings=64, pad_token_id=0)
+    lengths = [3, 9, 17, 40, 5]
+    per_token = bench_train.flops_per_token(config, lengths)
+    assert sum(lengths) * per_token + len(lengths) * 6 * 99 == pytest.approx(
+        bench_train.train_flops(config, lengths, 99), rel=1e-12)
+    assert per_token > 6 * bench_train.layer_weights(config)  # the attention term is in it
+
+
+def test_summarize_leaves_the_first_steps_out():
+    runs = [{"best": 50.0, "seconds": 10.0, "examples": 800, "tokens": 8000,
+             "steady_seconds": 8.0, "steady_examples": 672, "steady_tokens": 6000}] * 2
+    row = bench_train.summarize(runs, per_token=100.0, per_example=10.0, peak=1000.0)
+    assert row["examples_per_second"] == pytest.approx(672 / 8)
+    assert row["useful_tokens_per_second"] == pytest.approx(6000 / 8)
+    assert row["useful_token_mfu"] == pytest.approx((6000 * 100 + 672 * 10) / 8 / 1000)
+    assert row["with_first_steps_examples_per_second"] == pytest.approx(80.0)
+
+
 def test_pad_to_128():
     batch = {"input_ids": torch.tensor([[5, 6, 7], [8, 9, 0]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
              "token_type_ids": torch.zeros(2, 3, dtype=torch.long), "labels": torch.tensor([1.0, 0.0])}

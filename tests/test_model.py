@@ -115,6 +115,28 @@ def test_keep_mask_realises_the_probability(p):
     assert torch.equal(keep_mask((n,), p, "cpu"), keep)  # torch's generator: same seed, same mask
 
 
+def test_keep_mask_chunks_are_independent_of_threads():
+    """Masks are drawn in chunks of MASK_CHUNK entries, each from its own seed: the same seed gives the
+    same mask on 1 thread and on 2, and no two chunks repeat each other."""
+    from tl.model import MASK_CHUNK
+
+    n = 3 * MASK_CHUNK + 12345
+    threads = torch.get_num_threads()
+    masks = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            torch.manual_seed(5)
+            masks.append(keep_mask((n // 5, 5), 0.3, "cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    assert masks[0].shape == (n // 5, 5) and torch.equal(masks[0], masks[1])
+    chunks = masks[0].reshape(-1)[: 3 * MASK_CHUNK].view(3, MASK_CHUNK)
+    assert not torch.equal(chunks[0], chunks[1]) and not torch.equal(chunks[1], chunks[2])
+    # agreement between chunks is what independent Bernoulli(0.7) draws give: 0.7^2 + 0.3^2 = 0.58
+    assert abs(chunks[0].eq(chunks[1]).float().mean().item() - 0.58) < 0.005
+
+
 def test_cpu_dropout_is_inverted_dropout():
     torch.manual_seed(1)
     x = (torch.rand(1000, 500) + 0.5).requires_grad_()

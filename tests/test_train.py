@@ -16,7 +16,7 @@ from tl.data import TokenizedSplit
 from tl.heads import HeadSpec, MultiTaskModel
 from tl.model import Encoder, EncoderConfig
 from tl.tasks import get_task
-from tl.train import TaskData, TrainSettings, fit
+from tl.train import TaskData, TrainSettings, clipped_step, fit, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +67,16 @@ def test_accumulation_changes_nothing(tmp_path, tasks):
     assert not torch.allclose(a.encoder.embeddings.word_embeddings.weight, c.encoder.embeddings.word_embeddings.weight)
 
 
+def test_timing_keeps_the_first_step_apart(tmp_path):
+    """summary["timing"]: the steady-state figures leave out the call's first step (one-time costs)."""
+    _, summary = tiny_run(tmp_path, TrainSettings(batch_size=8, max_steps=3, progress=False, sampler="size"), "t")
+    timing = summary["timing"]
+    assert timing["steady_examples"] == 16  # 3 steps of 8, the first left out
+    assert 0 < timing["steady_seconds"] < timing["train_seconds"]
+    total_tokens = timing["tokens_per_second"] * timing["train_seconds"]
+    assert 0 < timing["steady_tokens"] < total_tokens
+
+
 def test_bf16_autocast_runs_on_cpu(tmp_path):
     _, summary = tiny_run(tmp_path, TrainSettings(batch_size=8, max_steps=2, precision="bf16", progress=False), "bf16")
     assert summary["steps"] == 2
@@ -85,6 +95,68 @@ def test_cuda_amp(tmp_path, precision):
     summary = fit(model, data, TrainSettings(batch_size=16, max_steps=8, precision=precision, progress=False),
                   tmp_path / precision, device="cuda")
     assert summary["steps"] == 8 and np.isfinite(summary["history"][-1]["train_loss"])
+
+
+def _clip_run(max_norm: float, fused: bool, ours: bool, steps: int = 4):
+    """A few AdamW steps of a small embedding + MLP model, clipped by `clipped_step` or by
+    clip_grad_norm_ + step; returns the parameters and the norms."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0, fused=fused, foreach=not fused)
+    norms = []
+    for step in range(steps):
+        x = torch.randint(0, 50, (8, 5), generator=torch.Generator().manual_seed(step))
+        (model(x).pow(2).mean() * 50).backward()
+        if ours:
+            norms.append(clipped_step(optimizer, model.parameters(), max_norm))
+        else:
+            norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    assert not hasattr(optimizer, "grad_scale")  # nothing left behind for a GradScaler to trip on
+    return [p.detach().clone() for p in model.parameters()], torch.stack(norms)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_clipped_step_is_clip_then_step(fused):
+    """Against clip_grad_norm_ + step: bit-identical when nothing is clipped (max_norm far above the
+    gradient norms, ~10 here), equal to float rounding when every step is clipped (max_norm 0.1)."""
+    for max_norm, tolerance in ((1e9, 0.0), (0.1, 1e-6)):
+        ref, ref_norms = _clip_run(max_norm, fused, ours=False)
+        got, norms = _clip_run(max_norm, fused, ours=True)
+        assert (ref_norms > 1.0).all()
+        torch.testing.assert_close(norms, ref_norms, atol=1e-5, rtol=1e-6)
+        for p, q in zip(got, ref):
+            torch.testing.assert_close(p, q, atol=tolerance, rtol=0)
+    unclipped, _ = _clip_run(1e9, fused, ours=True)
+    assert not all(torch.allclose(p, q) for p, q in zip(got, unclipped))  # clipping did change the update
+
+
+KEEP_PROBE = """
+import re, sys, torch
+sys.path.insert(0, sys.argv[2])
+from tl.train import keep_freed_memory
+rss = lambda: int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))  # kB
+torch.ones(16 << 20)
+print(keep_freed_memory() if sys.argv[1] == "keep" else "-")
+drops = []
+for _ in range(3):
+    x = torch.ones(16 << 20)  # 64 MB, written
+    before = rss()
+    del x
+    drops.append(before - rss())
+print(max(drops))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or sys.platform != "linux", reason="glibc's malloc on Linux")
+def test_keep_freed_memory_keeps_large_blocks():
+    """glibc hands a freed 64 MB tensor back to the kernel (the resident size drops by 64 MB, and the
+    next one is faulted in anew); after keep_freed_memory it keeps the block for the next allocation."""
+    runs = {mode: subprocess.run([sys.executable, "-c", KEEP_PROBE, mode, str(ROOT)], capture_output=True, text=True,
+                                 check=True).stdout.split() for mode in ("default", "keep")}
+    assert int(runs["default"][1]) >= 60_000  # kB returned on free
+    assert runs["keep"][0] == "True" and int(runs["keep"][1]) < 4_000
 
 
 # ---------------------------------------------------------------------------------------------

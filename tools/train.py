@@ -60,7 +60,9 @@ def main(argv=None) -> int:
         if dist.get_rank() != 0:  # rank 0 prints for all; the others' lines would be duplicates
             sys.stdout = open(os.devnull, "w")
     from tl.recipes import check_writable, run
+    from tl.train import keep_freed_memory
 
+    keep_freed_memory()  # reuse freed host memory: no page faults for each step's large buffers
     status = 0
     try:
         check_writable(Path(cfg.results_dir))
