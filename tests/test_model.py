@@ -137,6 +137,15 @@ def test_keep_mask_chunks_are_independent_of_threads():
     assert abs(chunks[0].eq(chunks[1]).float().mean().item() - 0.58) < 0.005
 
 
+def test_keep_mask_with_scale_is_the_same_draw_as_floats():
+    """keep_mask(scale=c): float32, c where the bool mask of the same seed keeps, 0 where it drops."""
+    torch.manual_seed(2)
+    keep = keep_mask((3000, 700), 0.2, "cpu")
+    torch.manual_seed(2)
+    scaled = keep_mask((3000, 700), 0.2, "cpu", scale=1.25)
+    assert scaled.dtype == torch.float32 and torch.equal(scaled, keep.float() * 1.25)
+
+
 def test_cpu_dropout_is_inverted_dropout():
     torch.manual_seed(1)
     x = (torch.rand(1000, 500) + 0.5).requires_grad_()

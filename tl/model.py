@@ -229,8 +229,9 @@ MASK_CHUNK = 1 << 20  # entries per generator in `keep_mask`: fixed, so masks do
 _mask_pool: Optional[tuple] = None  # (pid, workers, ThreadPoolExecutor), made on first use in each process
 
 
-def keep_mask(shape, p: float, device) -> torch.Tensor:
+def keep_mask(shape, p: float, device, scale: Optional[float] = None) -> torch.Tensor:
     """A bool tensor, each entry True with probability 1 - p, independently; seeded by torch's generator.
+    With `scale`, a float32 tensor of `scale` (kept) and 0 (dropped) instead: dropout is then one multiply.
 
     torch's CPU `bernoulli_` and `random_` draw one number at a time from a single Mersenne Twister on one
     thread (3 ns an entry: 7% of a MiniLM training step at batch 128, most of dropout's cost). Here torch's
@@ -243,12 +244,15 @@ def keep_mask(shape, p: float, device) -> torch.Tensor:
     chunks = max(1, -(-n // MASK_CHUNK))
     seeds = torch.randint(0, 2**62, (chunks,)).tolist()
     threshold = np.uint32(round(p * 2**32))
-    out = np.empty(n, dtype=bool)
+    out = np.empty(n, dtype=bool if scale is None else np.float32)
 
     def fill(i: int) -> None:
         lo, hi = i * MASK_CHUNK, min(n, (i + 1) * MASK_CHUNK)
         draws = np.random.Generator(np.random.PCG64(seeds[i])).integers(0, 2**32, hi - lo, dtype=np.uint32)
-        np.greater_equal(draws, threshold, out=out[lo:hi])
+        if scale is None:
+            np.greater_equal(draws, threshold, out=out[lo:hi])
+        else:
+            np.multiply(draws >= threshold, np.float32(scale), out=out[lo:hi])
 
     threads = min(chunks, torch.get_num_threads())
     if threads == 1:
@@ -269,8 +273,9 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     fused kernels)."""
     if not training or not 0.0 < p < 1.0 or x.device.type != "cpu":
         return F.dropout(x, p, training)
-    # `where` and not `* mask`: a bool factor is first copied to float, forward and backward
-    return torch.where(keep_mask(x.shape, p, x.device), x, 0.0).mul_(1.0 / (1.0 - p))
+    # one multiply by a mask of 1 / (1 - p) and 0: one pass forward, one backward (`where` + `mul_`: two
+    # each; a bool mask in `*` is first copied to float, forward and backward)
+    return x * keep_mask(x.shape, p, x.device, scale=1.0 / (1.0 - p)).to(x.dtype)
 
 
 class Dropout(nn.Dropout):
@@ -346,12 +351,17 @@ class SelfAttention(nn.Module):
         # stay three Linears, as the checkpoint stores them (the concatenation copies 3 H^2 floats per
         # step). Same outputs; in interleaved A/Bs of MiniLM training steps (1 CPU thread) 1-6% less CPU
         # time on short sequences (SST-2), within noise on long ones (RTE); fewer operations to launch
-        w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
-        b = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
+        p = self.dropout_p if self.training else 0.0
+        own = 0.0 < p < 1.0 and x.device.type == "cpu"  # training on CPU: attention_cpu_dropout
+        wq, wk, wv = self.query.weight, self.key.weight, self.value.weight
+        bq, bk, bv = self.query.bias, self.key.bias, self.value.bias
+        if own:  # its q and v scales go into the weights: 4 H^2 + 2 H multiplies instead of 2 N H, and their backward
+            s, c = hs**-0.5, 1.0 / (1.0 - p)
+            wq, bq, wv, bv = wq * s, bq * s, wv * c, bv * c
+        w, b = torch.cat([wq, wk, wv]), torch.cat([bq, bk, bv])  # (3H, H), (3H,)
         qkv = to_grid(F.linear(x, w, b), grid).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
         q, k, v = qkv.unbind(0)  # (B, nh, T, hs) each
-        p = self.dropout_p if self.training else 0.0
-        if 0.0 < p < 1.0 and x.device.type == "cpu":
+        if own:
             y = attention_cpu_dropout(q, k, v, grid.bias, p)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=grid.mask, dropout_p=p)  # (B, nh, T, hs)
@@ -359,16 +369,17 @@ class SelfAttention(nn.Module):
 
 
 def attention_cpu_dropout(q, k, v, bias: Optional[torch.Tensor], p: float) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs) + bias) with dropout, times v: (B, nh, T, hs) -> (B, nh, T, hs).
+    """softmax(q k^T + bias) with dropout p, times v: (B, nh, T, hs) -> (B, nh, T, hs), for q already
+    scaled by 1 / sqrt(hs) and v by dropout's 1 / (1 - p) (SelfAttention folds both into its weights).
 
     What SDPA computes in training on CPU (it has no fused kernel with dropout there and falls back to
-    this math), with `keep_mask` instead of `bernoulli_`, the padding bias built once per batch instead of
-    per layer, and dropout's 1 / (1 - p) folded into v (T x hs entries instead of T x T)."""
-    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2))  # (B, nh, T, T)
+    this math), with `keep_mask` instead of `bernoulli_` and the padding bias built once per batch
+    instead of per layer."""
+    scores = torch.matmul(q, k.transpose(-1, -2))  # (B, nh, T, T)
     if bias is not None:
         scores.add_(bias)
     probs = torch.softmax(scores, dim=-1)
-    return torch.matmul(torch.where(keep_mask(probs.shape, p, probs.device), probs, 0.0), v * (1.0 / (1.0 - p)))
+    return torch.matmul(torch.where(keep_mask(probs.shape, p, probs.device), probs, 0.0), v)
 
 
 class AddNorm(nn.Module):
@@ -381,7 +392,12 @@ class AddNorm(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+        y, p = self.dense(x), self.dropout.p
+        if self.training and 0.0 < p < 1.0 and y.device.type == "cpu":
+            # dropout and the residual add in one pass (addcmul), as `dropout` does it
+            mask = keep_mask(y.shape, p, y.device, scale=1.0 / (1.0 - p)).to(y.dtype)
+            return self.LayerNorm(torch.addcmul(residual, y, mask))
+        return self.LayerNorm(residual + self.dropout(y))
 
 
 class Intermediate(nn.Module):
