@@ -16,7 +16,7 @@ from tl.data import TokenizedSplit
 from tl.heads import HeadSpec, MultiTaskModel
 from tl.model import Encoder, EncoderConfig
 from tl.tasks import get_task
-from tl.train import TaskData, TrainSettings, clipped_step, fit, keep_freed_memory
+from tl.train import TaskData, TrainSettings, clipped_step, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 

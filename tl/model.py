@@ -203,19 +203,14 @@ class Grid(NamedTuple):
     T: int
     mask: Optional[torch.Tensor]  # (B, 1, 1, T) bool, True = attend; None when nothing is padded
     bias: Optional[torch.Tensor] = None  # (B, 1, 1, T) float, 0 / -inf: `mask` as an additive bias, built once
-    pad: Optional[torch.Tensor] = None  # (B * T - N,) flat indices of the padding positions
 
 
 def to_grid(x: torch.Tensor, grid: Grid) -> torch.Tensor:
     """(N, D) -> (B, T, D), zeros at padding."""
     if grid.keep is None:
         return x.view(grid.B, grid.T, -1)
-    out = x.new_empty(grid.B * grid.T, x.shape[-1])  # zeroing only the padding rows, not all B * T of them
-    if grid.pad is None:  # a Grid made without `pad`
-        out.zero_()
-    else:
-        out.index_fill_(0, grid.pad, 0.0)
-    return out.index_copy_(0, grid.keep, x).view(grid.B, grid.T, -1)
+    out = x.new_zeros(grid.B * grid.T, x.shape[-1])
+    return out.index_copy(0, grid.keep, x).view(grid.B, grid.T, -1)
 
 
 def from_grid(x: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -488,7 +483,7 @@ class Encoder(nn.Module):
         else:
             mask = attention_mask.bool()[:, None, None, :]
             bias = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
-            grid = Grid(keep, B, T, mask, bias, attention_mask.reshape(-1).eq(0).nonzero().squeeze(1))
+            grid = Grid(keep, B, T, mask, bias)
         flat = lambda t: from_grid(t.unsqueeze(-1), grid).squeeze(-1)  # (B, T) -> (N,): the real tokens
         x = self.embeddings(flat(input_ids), flat(positions), flat(token_type_ids))  # (N, H)
         for layer in self.encoder["layer"]:

@@ -433,7 +433,7 @@ def markdown(report: dict, argv: list) -> str:
         rows.append(
             f"| {name} | {r['mean_tokens']:.1f} | {t['examples_per_second']:.1f} | {b['examples_per_second']:.1f} | "
             f"**{r['speedup']:.2f}x**{f' (goal {goal:g}x)' if goal else ''} | {t['useful_tokens_per_second']:.0f} | "
-            f"{b['useful_tokens_per_second']:.0f} | **{t['useful_token_mfu']:.0%}** | {b['useful_token_mfu']:.0%} | "
+            f"{b['useful_tokens_per_second']:.0f} | **{t['useful_token_mfu']:.1%}** | {b['useful_token_mfu']:.1%} | "
             f"{t['dev_mean']:.1f} ± {t['dev_std']:.1f} | {b['dev_mean']:.1f} ± {b['dev_std']:.1f} |")
     return f"""## Training: tl's `fit()` vs transformers padded to 128 (`python tools/bench.py train`)
 
