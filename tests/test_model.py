@@ -116,11 +116,12 @@ def test_keep_mask_realises_the_probability(p):
 
 
 def test_keep_mask_chunks_are_independent_of_threads():
-    """Masks are drawn in chunks of MASK_CHUNK entries, each from its own seed: the same seed gives the
+    """Masks are drawn in chunks of mask_chunk(n) entries, each from its own seed: the same seed gives the
     same mask on 1 thread and on 2, and no two chunks repeat each other."""
-    from tl.model import MASK_CHUNK
+    from tl.model import mask_chunk
 
-    n = 3 * MASK_CHUNK + 12345
+    n = 3 * mask_chunk(3 << 18) + 12345
+    chunk = mask_chunk(n)
     threads = torch.get_num_threads()
     masks = []
     try:
@@ -131,7 +132,7 @@ def test_keep_mask_chunks_are_independent_of_threads():
     finally:
         torch.set_num_threads(threads)
     assert masks[0].shape == (n // 5, 5) and torch.equal(masks[0], masks[1])
-    chunks = masks[0].reshape(-1)[: 3 * MASK_CHUNK].view(3, MASK_CHUNK)
+    chunks = masks[0].reshape(-1)[: 3 * chunk].view(3, chunk)
     assert not torch.equal(chunks[0], chunks[1]) and not torch.equal(chunks[1], chunks[2])
     # agreement between chunks is what independent Bernoulli(0.7) draws give: 0.7^2 + 0.3^2 = 0.58
     assert abs(chunks[0].eq(chunks[1]).float().mean().item() - 0.58) < 0.005
