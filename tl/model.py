@@ -270,14 +270,22 @@ def keep_mask(shape, p: float, device, scale: Optional[float] = None) -> torch.T
     return torch.from_numpy(out).view(shape).to(device)
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout; on CPU with `keep_mask` (same distribution, cheaper masks; other devices keep their
-    fused kernels)."""
-    if not training or not 0.0 < p < 1.0 or x.device.type != "cpu":
-        return F.dropout(x, p, training)
+def own_dropout(p: float, training: bool, x: torch.Tensor) -> bool:
+    """Whether tl draws this dropout itself (`keep_mask`): training on CPU with 0 < p < 1. Other devices
+    keep F.dropout's and SDPA's fused kernels."""
+    return training and 0.0 < p < 1.0 and x.device.type == "cpu"
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """F.dropout (plus `residual`, if given); on CPU with `keep_mask` (same distribution, cheaper masks)."""
+    if not own_dropout(p, training, x):
+        y = F.dropout(x, p, training)
+        return y if residual is None else residual + y
     # one multiply by a mask of 1 / (1 - p) and 0: one pass forward, one backward (`where` + `mul_`: two
-    # each; a bool mask in `*` is first copied to float, forward and backward)
-    return x * keep_mask(x.shape, p, x.device, scale=1.0 / (1.0 - p)).to(x.dtype)
+    # each; a bool mask in `*` is first copied to float, forward and backward); with the residual add in
+    # the same pass (addcmul)
+    mask = keep_mask(x.shape, p, x.device, scale=1.0 / (1.0 - p)).to(x.dtype)
+    return x * mask if residual is None else torch.addcmul(residual, x, mask)
 
 
 class Dropout(nn.Dropout):
@@ -354,7 +362,7 @@ class SelfAttention(nn.Module):
         # step). Same outputs; in interleaved A/Bs of MiniLM training steps (1 CPU thread) 1-6% less CPU
         # time on short sequences (SST-2), within noise on long ones (RTE); fewer operations to launch
         p = self.dropout_p if self.training else 0.0
-        own = 0.0 < p < 1.0 and x.device.type == "cpu"  # training on CPU: attention_cpu_dropout
+        own = own_dropout(p, self.training, x)  # then attention_cpu_dropout
         wq, wk, wv = self.query.weight, self.key.weight, self.value.weight
         bq, bk, bv = self.query.bias, self.key.bias, self.value.bias
         if own:  # its q and v scales go into the weights: 4 H^2 + 2 H multiplies instead of 2 N H, and their backward
@@ -394,12 +402,7 @@ class AddNorm(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        y, p = self.dense(x), self.dropout.p
-        if self.training and 0.0 < p < 1.0 and y.device.type == "cpu":
-            # dropout and the residual add in one pass (addcmul), as `dropout` does it
-            mask = keep_mask(y.shape, p, y.device, scale=1.0 / (1.0 - p)).to(y.dtype)
-            return self.LayerNorm(torch.addcmul(residual, y, mask))
-        return self.LayerNorm(residual + self.dropout(y))
+        return self.LayerNorm(dropout(self.dense(x), self.dropout.p, self.training, residual))
 
 
 class Intermediate(nn.Module):

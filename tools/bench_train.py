@@ -90,12 +90,17 @@ def layer_weights(config: EncoderConfig) -> int:
     return config.num_hidden_layers * (4 * H * H + 2 * H * I)
 
 
+def flops_per_token(config: EncoderConfig, lengths) -> float:
+    """Training FLOPs per real token, head excluded: 6 P + the attention term averaged over the tokens
+    of examples of `lengths` (12 n_layers H L for a token of an L-token example: sum L^2 / sum L)."""
+    L = np.asarray(lengths, dtype=np.float64)
+    return 6 * layer_weights(config) + 12 * config.num_hidden_layers * config.hidden_size * float((L**2).sum() / L.sum())
+
+
 def train_flops(config: EncoderConfig, lengths, head_weights: int) -> float:
     """Matmul FLOPs of training (forward + backward) on examples of `lengths` real tokens (see the
     module docstring); `head_weights` = pooler + classifier matmul weights."""
-    L = np.asarray(lengths, dtype=np.float64)
-    attention = 12 * config.num_hidden_layers * config.hidden_size * L**2
-    return float(np.sum(6 * layer_weights(config) * L + attention + 6 * head_weights))
+    return float(np.sum(lengths)) * flops_per_token(config, lengths) + 6 * head_weights * len(lengths)
 
 
 def head_weights(model: MultiTaskModel) -> int:
@@ -218,16 +223,14 @@ def fit_baseline(model: MultiTaskModel, task: TaskData, settings: TrainSettings,
         float(loss.detach())  # waits for the device, as tl's fit does each step
         out["seconds"] += time.perf_counter() - start
         out["examples"] += len(rows)
-        if first is None:
+        if first is None and total > 1:
             first = (out["seconds"], out["examples"], out["tokens"])
         if step + 1 in eval_steps:
             dev = evaluate(model, [task], device, amp_dtype, settings.eval_batch_size, pad_id)
             out["best"] = max(out["best"], dev[task.spec.name]["score"])
-    if total > 1:
-        out["steady_seconds"], out["steady_examples"], out["steady_tokens"] = (
-            out["seconds"] - first[0], out["examples"] - first[1], out["tokens"] - first[2])
-    else:
-        out["steady_seconds"], out["steady_examples"], out["steady_tokens"] = out["seconds"], out["examples"], out["tokens"]
+    first = first or (0.0, 0, 0)  # a one-step run keeps its only step
+    for i, key in enumerate(("seconds", "examples", "tokens")):
+        out[f"steady_{key}"] = out[key] - first[i]
     return out
 
 
@@ -255,13 +258,6 @@ def run_baseline(folder: Path, task: TaskData, settings: TrainSettings, pad_id: 
     config = EncoderConfig.from_checkpoint(folder)
     model = new_model(HFEncoder(oracle.hf_model_from_dir(folder, pooler=True), config), task, settings.seed)
     return fit_baseline(model.to(device), task, settings, pad_id, device=device) | {"model": model}
-
-
-def flops_per_token(config: EncoderConfig, lengths) -> float:
-    """Training FLOPs per real token, head excluded: 6 P + the attention term averaged over the tokens
-    of examples of `lengths` (12 n_layers H L for a token of an L-token example: sum L^2 / sum L)."""
-    L = np.asarray(lengths, dtype=np.float64)
-    return 6 * layer_weights(config) + 12 * config.num_hidden_layers * config.hidden_size * float((L**2).sum() / L.sum())
 
 
 def summarize(runs: list, per_token: float, per_example: float, peak: float) -> dict:
