@@ -64,8 +64,9 @@ def test_cache_reload_is_identical_and_skips_tokenization(shared_glue, tokenizer
     for name in ("ids", "type_ids", "offsets", "lengths", "labels"):
         np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
         assert isinstance(getattr(again, name), np.memmap)
-    from_map = collate(again, [3, 1, 4], tokenizer.pad_id)  # collate reads straight from the memory map
-    assert torch.equal(from_map["input_ids"], collate(first, [3, 1, 4], tokenizer.pad_id)["input_ids"])
+    rows = (np.zeros(3, dtype=np.int64), np.array([3, 1, 4]))
+    from_map = collate([again], *rows, tokenizer.pad_id)  # collate reads straight from the memory map
+    assert torch.equal(from_map["input_ids"], collate([first], *rows, tokenizer.pad_id)["input_ids"])
     uncached = load_tokenized(spec, "dev", tokenizer, 128, shared_glue, cache_dir=None)
     np.testing.assert_array_equal(uncached.ids, first.ids)
     # a shorter max_len is another cache entry; nothing temporary is left behind
@@ -99,22 +100,28 @@ def test_tokenized_examples_match_the_tokenizer(samples_dir, tokenizer):
 
 
 def test_collate_pads_to_the_longest_of_the_batch(samples_dir, tokenizer):
-    split = load_tokenized(get_task("RTE"), "dev", tokenizer, 128, samples_dir)
-    indices = np.array([5, 0, 77, 3])
-    batch = collate(split, indices, tokenizer.pad_id)
-    T = int(split.lengths[indices].max())
-    assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape == (4, T)
-    assert batch["input_ids"].dtype == torch.long and batch["labels"].dtype == torch.long
-    for row, i in enumerate(indices):
-        ids, type_ids = split.example(i)
+    """Rows of two splits (RTE and STS-B) in one batch: each row is its example's tokens, then padding
+    to the batch's longest row; labels float32 for both (class ids exact, regression targets real)."""
+    rte = load_tokenized(get_task("RTE"), "dev", tokenizer, 128, samples_dir)
+    stsb = load_tokenized(get_task("STS-B"), "dev", tokenizer, 128, samples_dir)
+    task_ids, indices = np.array([0, 1, 0, 1, 0]), np.array([5, 3, 77, 7, 3])
+    batch = collate([rte, stsb], task_ids, indices, tokenizer.pad_id)
+    splits = [rte, stsb]
+    T = max(int(splits[t].lengths[i]) for t, i in zip(task_ids, indices))
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["token_type_ids"].shape == (5, T)
+    assert batch["input_ids"].dtype == torch.long and batch["labels"].dtype == torch.float32
+    assert batch["task_ids"].tolist() == task_ids.tolist()
+    for row, (t, i) in enumerate(zip(task_ids, indices)):
+        ids, type_ids = splits[t].example(i)
         n = len(ids)
         assert batch["input_ids"][row, :n].tolist() == ids.tolist()
         assert batch["token_type_ids"][row, :n].tolist() == type_ids.tolist()
         assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (T - n)
         assert (batch["input_ids"][row, n:] == tokenizer.pad_id).all() and (batch["token_type_ids"][row, n:] == 0).all()
-    assert batch["labels"].tolist() == split.labels[indices].tolist()
-    stsb = load_tokenized(get_task("STS-B"), "dev", tokenizer, 128, samples_dir)
-    assert collate(stsb, [0, 1], tokenizer.pad_id)["labels"].dtype == torch.float32
+        assert batch["labels"][row].item() == pytest.approx(float(splits[t].labels[i]), abs=1e-6)
+    assert batch["labels"][3].item() == pytest.approx(3.091, abs=1e-6)  # a real-valued target kept as such
+    one = collate([rte], np.zeros(2, dtype=np.int64), np.array([5, 3]), tokenizer.pad_id)
+    assert one["input_ids"].shape[1] == int(rte.lengths[[5, 3]].max())  # padded to its own longest row
 
 
 def test_subsample_is_seeded_nested_and_without_replacement():

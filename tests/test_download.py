@@ -130,6 +130,15 @@ def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
     assert not (tmp_path / "f.bin.part").exists()
 
 
+def test_missing_ok_returns_none_on_404_without_retrying(server, tmp_path):
+    """tl.hub's use: a file the server lacks (HTTP 404) is None with missing_ok, an OSError without;
+    neither retries nor leaves a file."""
+    assert download(server.url + "/absent.json", tmp_path / "absent.json", missing_ok=True, progress=False) is None
+    with pytest.raises(OSError, match="404"):
+        download(server.url + "/absent.json", tmp_path / "absent.json", progress=False)
+    assert len(server.requests) == 2 and list(tmp_path.iterdir()) == []
+
+
 def test_corrupted_archive_is_a_checksum_error_and_leaves_nothing(server, tmp_path, capsys):
     good = make_zip({"RTE/train.tsv": RTE_TRAIN, "RTE/dev.tsv": RTE_DEV})
     sources = {"RTE": serve(server, "RTE.zip", good[:-100] + b"\0" * 100, sha256=hashlib.sha256(good).hexdigest())}

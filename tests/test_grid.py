@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tl.grid import (GridConfig, acquire_lock, live_lock, lock_owner, make_plan, release_lock, shard_runs,
-                     train_counts)
 from tl.model import Encoder, EncoderConfig
 from tl.recipes import RunConfig
+from tl.runs import acquire_lock, live_lock, lock_owner, release_lock
+from tl.study.plan import GridConfig, make_plan, shard_runs, train_counts
 from tl.tasks import get_task
 from tl.train import TrainSettings
 
@@ -53,34 +53,59 @@ def total_runs(text: str) -> int:
 # plans and their counts
 
 
+@pytest.mark.parametrize("protocol", ["tl", "authors"])
 @pytest.mark.parametrize("tasks", [None, "rte,mrpc,stsb,cola,wnli,sst2"])
-def test_paper_plan_count_follows_the_documented_formula(capsys, tmp_path, tasks):
+def test_paper_plan_count_follows_the_documented_formula(capsys, tmp_path, tasks, protocol):
     """docs/GRID.md: singles T*S, STILTs T(T-1)*S (their supports are the singles), pairwise MTL
-    T(T-1)*S, MTL-ALL 3 samplers * S joint runs (each writing T records)."""
+    T(T-1)*S ordered pairs (tl) or T(T-1)/2*S unordered ones (authors: one run per pair scores both
+    targets), MTL-ALL 3 samplers * S joint runs (each writing T records)."""
     T, S = (9 if tasks is None else len(tasks.split(","))), 5
-    args = ["--plan", "paper", "--dry-run", "--data-dir", tmp_path / "none", "--results-dir", tmp_path / "results"]
+    args = ["--plan", "paper", "--dry-run", "--protocol", protocol, "--data-dir", tmp_path / "none",
+            "--results-dir", tmp_path / "results"]
     status, out, err = run_grid(capsys, *args, *(["--tasks", tasks] if tasks else []))
     assert status == 0, err
-    expected = T * S + T * (T - 1) * S + T * (T - 1) * S + 3 * S
+    pairs = T * (T - 1) if protocol == "tl" else T * (T - 1) // 2
+    expected = T * S + T * (T - 1) * S + pairs * S + 3 * S
+    assert (T, expected) in {(9, 780), (6, 345)} if protocol == "tl" else {(9, 600), (6, 270)}  # docs/GRID.md
     assert total_runs(out) == expected
-    assert f"{expected + 3 * S * T} records" in out  # plus the per-task records of MTL-ALL
     assert len([line for line in out.splitlines() if line.startswith("to do ")]) == expected
+    # records: MTL-ALL's joint run and one per task; an authors pair run one per target
+    assert f"{T * S + T * (T - 1) * S + T * (T - 1) * S + 3 * S * (T + 1)} records" in out
+    assert f"protocol {protocol}" in out and "hours" in out
 
 
-def test_size_plan_count(capsys, tmp_path):
+def test_authors_plan_samplers_and_shared_pair_runs(tmp_path):
+    """--protocol authors: pairs uniform, each unordered pair one MTL run (both targets' jobs share
+    it); MTL-ALL samplers uniform, size and their softmax dynamic; tl: dynamic pairs, one per order."""
+    base = RunConfig(mode="mtl_all", tasks=("rte", "mrpc", "stsb"), seeds=(1,), support_seeds=(1,),
+                     data_dir=str(tmp_path / "none"))
+    for protocol, pair_sampler, n_mtl in (("tl", "dynamic", 6), ("authors", "uniform", 3)):
+        plan = make_plan(GridConfig(), base, TrainSettings(protocol=protocol))
+        mtl = [r for r in plan if r.mode == "mtl"]
+        assert len(mtl) == n_mtl and {r.settings.sampler for r in mtl} == {pair_sampler}
+        assert {r.settings.protocol for r in plan} == {protocol}
+        dynamic = "dynamic-softmax" if protocol == "authors" else "dynamic"
+        assert sorted(r.settings.sampler for r in plan if r.mode == "mtl_all") == sorted(["uniform", "size", dynamic])
+        assert len({r.run_id for r in plan}) == len(plan)
+
+
+@pytest.mark.parametrize("protocol", ["tl", "authors"])
+def test_size_plan_count(capsys, tmp_path, protocol):
     """Figure 2's plan: 2 target sizes x 5 K x {stilts, mtl} x S; the target's singles at both sizes;
-    the support's singles at every distinct subsampled size (its STILTs supports) x S."""
+    the support's singles at every distinct subsampled size (its STILTs supports) x S; the same
+    under both protocols (the target, so the sizes, is fixed)."""
     S, n_qnli, n_mnli = 5, get_task("QNLI").train_size, get_task("MNLI").train_size
     ks = [Fraction(1, 3), Fraction(1, 2), 1, 2, 3]
     targets = [n_qnli, n_qnli // 2]
     support_sizes = {min(n_mnli, round(float(k) * n)) for k in ks for n in targets}
     expected = 2 * len(ks) * 2 * S + 2 * S + len(support_sizes) * S
     status, out, err = run_grid(capsys, "--plan", "size", "--dry-run", "--data-dir", tmp_path / "none",
-                                "--results-dir", tmp_path / "results")
+                                "--results-dir", tmp_path / "results", "--protocol", protocol)
     assert status == 0, err
     assert total_runs(out) == expected
-    assert f"single__qnli__tgt{n_qnli // 2}__s42" in out and "mtl__qnli+mnli__dynamic__sup1_3x__s42" in out
-    assert f"stilts__qnli+mnli__tgt{n_qnli // 2}__sup3x__s42" in out
+    if protocol == "tl":
+        assert f"single__qnli__tgt{n_qnli // 2}__s42" in out and "mtl__qnli+mnli__dynamic__sup1_3x__s42" in out
+        assert f"stilts__qnli+mnli__tgt{n_qnli // 2}__sup3x__s42" in out
 
 
 def test_cost_at_a_given_throughput(capsys, tmp_path):
@@ -99,6 +124,7 @@ def test_cost_at_a_given_throughput(capsys, tmp_path):
         assert f"{hours:,.1f} hours in all" in out and "2,490 training examples" in out
         assert re.search(rf"^to do\s+single__rte__s1\s+2,490\s+{hours:.2f}\s", out, re.M)
     assert f"{bench} (model m, device d)" in out or "67 useful tokens/s" in out
+    assert "tokens per example docs/PROTOCOL.md's table" in out  # a file of the project, not outside it
 
 
 def test_dry_run_lists_statuses(capsys, tmp_path):
@@ -135,9 +161,9 @@ def test_shards_cover_the_plan_exactly_once(tmp_path):
         assert max(map(len, parts)) - min(map(len, parts)) <= 1
     # dependency order: every run after the runs it depends on
     position = {rid: i for i, rid in enumerate(ids)}
-    assert all(position[d] < position[r.run_id] for r in plan for d in r.deps)
+    assert all(position[d] < position[r.run_id] for r in plan for d in r.needs)
     stilts = next(r for r in plan if r.mode == "stilts")
-    assert stilts.deps == tuple(f"single__{stilts.supports[0].lower().replace('-', '')}__s{s}" for s in (1, 2))
+    assert stilts.needs == tuple(f"single__{stilts.supports[0].lower().replace('-', '')}__s{s}" for s in (1, 2))
 
 
 def test_emit_slurm(capsys, tmp_path):
@@ -155,6 +181,12 @@ def test_emit_slurm(capsys, tmp_path):
     assert command.endswith('--shard "${SLURM_ARRAY_TASK_ID}/4"')
     assert "--emit-slurm" not in command and "--workers" not in command and "--slurm-tasks" not in command
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    # the README's form: one option, which starts with "--", as the value of --sbatch
+    status, out, err = run_grid(capsys, "--plan", "paper", "--tasks", "rte,mrpc", "--data-dir", tmp_path / "none",
+                                "--results-dir", tmp_path / "res", "--emit-slurm", script, "--sbatch", "--gres=gpu:1")
+    assert status == 0, err
+    text = script.read_text()
+    assert "#SBATCH --gres=gpu:1\n" in text and "--gres" not in text.strip().splitlines()[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +290,7 @@ def run_interrupted_grid_then_stats(capsys, tmp_path, tiny_model):
     assert status == 1
     failures = re.findall(r"^failed: (\S+): (.*)$", out, re.M)
     assert [rid for rid, _ in failures] == [broken], failures  # nothing else failed
-    dependents = {r.run_id for r in paper_plan if broken in r.deps}
+    dependents = {r.run_id for r in paper_plan if broken in r.needs}
     assert dependents and f"{broken}: ValueError" in out
     for rid in dependents:
         assert re.search(rf"{re.escape(rid)}: its dependency {broken} failed", out)
@@ -273,6 +305,7 @@ def run_interrupted_grid_then_stats(capsys, tmp_path, tiny_model):
     status, out, err = run_grid(capsys, *paper, *tiny_flags(tiny_model, results))
     assert status == 0, out + err
     assert all((results / rid / "record.json").stat().st_mtime_ns == t for rid, t in mtimes.items())
+    assert "(skipped)" not in out  # complete support runs are not announced again by every STILTs run
     status, out, err = run_grid(capsys, *size, *tiny_flags(tiny_model, results))
     assert status == 0, out + err
 

@@ -1,5 +1,6 @@
 """tl.hub: local folders, installed model packages, and downloads from a local HTTP server on 127.0.0.1
-that stands in for the Hugging Face hub (including a cut-off transfer and an unreachable server)."""
+that stands in for the Hugging Face hub (including a cut-off transfer and an unreachable server). Retries
+wait no time here (tl.hub.BACKOFF_S = 0)."""
 import functools
 import http.server
 import shutil
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from oracle import tiny_config
+import tl.hub
 from tl.hub import model_cache, resolve_model
 from tl.model import Encoder, EncoderConfig
 
@@ -33,6 +35,11 @@ class CutOffHandler(QuietHandler):
         self.end_headers()
         self.wfile.write(body[: len(body) // 2])
         self.close_connection = True
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(tl.hub, "BACKOFF_S", 0.0)
 
 
 @pytest.fixture
@@ -63,7 +70,7 @@ def publish(root, repo, tokenizer_source, weights="safetensors"):
     encoder = Encoder(EncoderConfig.from_dict(tiny_config("bert")))
     encoder.save_pretrained(folder)
     if weights == "bin":
-        torch.save(encoder.state_dict(), folder / "pytorch_model.bin")
+        torch.save(encoder.checkpoint_state(), folder / "pytorch_model.bin")  # transformers' names
         (folder / "model.safetensors").unlink()
     shutil.copy(tokenizer_source, folder)
     return folder
@@ -121,11 +128,16 @@ def test_unreachable_hub_names_cache_folder_and_files(monkeypatch, tmp_path):
 
 
 def test_cut_off_download_leaves_no_partial_file(hub, minilm_path, tmp_path):
+    """Every try is cut off: the cache holds only `.part` files (nothing under a real name, so the folder
+    still reads as incomplete); a later call against a working server completes it."""
     publish(hub(CutOffHandler), "tiny", minilm_path / "tokenizer.json")
     with pytest.raises(FileNotFoundError) as e:
         resolve_model("tiny", cache_dir=tmp_path / "cache")
-    assert "\n" not in str(e.value) and "cannot download" in str(e.value)
-    assert not [p for p in (tmp_path / "cache" / "tiny").iterdir()]  # neither config.json nor a .part
+    assert "\n" not in str(e.value) and "cannot download" in str(e.value) and "3 attempt(s)" in str(e.value)
+    assert [p.name for p in (tmp_path / "cache" / "tiny").iterdir()] == ["config.json.part"]
+    hub()
+    folder = resolve_model("tiny", cache_dir=tmp_path / "cache")
+    assert Encoder.from_pretrained(folder).config.hidden_size == 32 and not list(folder.glob("*.part"))
 
 
 def test_unknown_repo(hub, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from oracle import glue_pairs, hf_model_from_config, hf_model_from_dir, random_batch, tiny_config
-from tl.model import DISTILBERT_KEYS, Encoder, EncoderConfig, dropout, keep_mask, rename, roberta_positions
+from tl.model import DISTILBERT_KEYS, Encoder, EncoderConfig, Grid, SelfAttention, position_ids, rename, split_qkv
 from tl.tokenizer import Tokenizer
 
 LENGTHS = [7, 12, 3, 12, 9]  # a batch with real padding: rows of 3..12 tokens padded to 12
@@ -47,10 +47,12 @@ def hf_forward(hf, model_type, ids, mask, types):
     return out.last_hidden_state, getattr(out, "pooler_output", None)
 
 
-def hf_name(model_type, tl_name):
-    """The transformers parameter name of a tl parameter."""
+def hf_grads(tl, model_type):
+    """tl's parameter gradients under transformers' names: the fused qkv split back into query/key/value."""
     inverse = {v: k for k, v in DISTILBERT_KEYS.items()} if model_type == "distilbert" else {}
-    return rename(tl_name, inverse)
+    grads = {n: p.grad if p.grad is not None else torch.zeros_like(p) for n, p in tl.named_parameters()
+             if p.requires_grad}
+    return {rename(n, inverse): g for n, g in split_qkv(grads).items()}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -79,99 +81,33 @@ def test_parity_with_transformers(tmp_path, variant):
 
     loss(h_ref, pooled_ref).backward()
     loss(h, tl.pooler(h) if tl.pooler is not None else None).backward()
-    hf_params = dict(hf.named_parameters())
-    checked = 0
-    frozen = {"embeddings.position_embeddings.weight"} if overrides.get("sinusoidal_pos_embds") else set()
-    for name, p in tl.named_parameters():
-        ref = hf_params[hf_name(model_type, name)]
-        # fixed sinusoids, as DistilBERT and transformers 4 keep them (transformers 5 leaves them trainable)
-        assert p.requires_grad == (name not in frozen), name
-        if name in frozen:
-            continue
-        grad = p.grad if p.grad is not None else torch.zeros_like(p)
-        ref_grad = ref.grad if ref.grad is not None else torch.zeros_like(ref)
-        torch.testing.assert_close(grad, ref_grad, atol=1e-4, rtol=0, msg=lambda m: f"{name}: {m}")
-        checked += 1
-    assert checked == sum(p.requires_grad for p in hf.parameters()) - len(frozen)
+    # DistilBERT's sinusoidal table is loaded from the checkpoint and trains on, as in transformers 5
+    assert all(p.requires_grad for p in tl.parameters())
+    ours = hf_grads(tl, model_type)
+    theirs = {n: p.grad if p.grad is not None else torch.zeros_like(p) for n, p in hf.named_parameters()
+              if p.requires_grad}
+    assert ours.keys() == theirs.keys()
+    for name, grad in ours.items():
+        torch.testing.assert_close(grad, theirs[name], atol=1e-4, rtol=0, msg=lambda m: f"{name}: {m}")
 
 
 def test_roberta_positions_follow_fairseq():
     pad = 1
+    config = EncoderConfig.from_dict(tiny_config("roberta"))
     ids = torch.tensor([[0, 5, 6, 2, pad, pad], [pad, pad, 0, 7, 2, pad]])
     expected = torch.tensor([[2, 3, 4, 5, 1, 1], [1, 1, 2, 3, 4, 1]])  # from pad + 1, padding stays at pad
-    assert torch.equal(roberta_positions(ids, pad), expected)
-
-
-@pytest.mark.parametrize("p", [0.1, 0.5])
-def test_keep_mask_realises_the_probability(p):
-    torch.manual_seed(0)
-    n = 4_000_000
-    keep = keep_mask((n,), p, "cpu")
-    sigma = (p * (1 - p) / n) ** 0.5
-    assert keep.dtype == torch.bool and abs(keep.float().mean().item() - (1 - p)) < 5 * sigma
-    halves = keep.view(2, -1).float().mean(1)  # no drift from one half of the draw to the other
-    assert abs(halves[0] - halves[1]).item() < 5 * sigma * 2**0.5 * 2
-    torch.manual_seed(0)
-    assert torch.equal(keep_mask((n,), p, "cpu"), keep)  # torch's generator: same seed, same mask
-
-
-def test_keep_mask_chunks_are_independent_of_threads():
-    """Masks are drawn in chunks of mask_chunk(n) entries, each from its own seed: the same seed gives the
-    same mask on 1 thread and on 2, and no two chunks repeat each other."""
-    from tl.model import mask_chunk
-
-    n = 3 * mask_chunk(3 << 18) + 12345
-    chunk = mask_chunk(n)
-    threads = torch.get_num_threads()
-    masks = []
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            torch.manual_seed(5)
-            masks.append(keep_mask((n // 5, 5), 0.3, "cpu"))
-    finally:
-        torch.set_num_threads(threads)
-    assert masks[0].shape == (n // 5, 5) and torch.equal(masks[0], masks[1])
-    chunks = masks[0].reshape(-1)[: 3 * chunk].view(3, chunk)
-    assert not torch.equal(chunks[0], chunks[1]) and not torch.equal(chunks[1], chunks[2])
-    # agreement between chunks is what independent Bernoulli(0.7) draws give: 0.7^2 + 0.3^2 = 0.58
-    assert abs(chunks[0].eq(chunks[1]).float().mean().item() - 0.58) < 0.005
-
-
-def test_keep_mask_with_scale_is_the_same_draw_as_floats():
-    """keep_mask(scale=c): float32, c where the bool mask of the same seed keeps, 0 where it drops."""
-    torch.manual_seed(2)
-    keep = keep_mask((3000, 700), 0.2, "cpu")
-    torch.manual_seed(2)
-    scaled = keep_mask((3000, 700), 0.2, "cpu", scale=1.25)
-    assert scaled.dtype == torch.float32 and torch.equal(scaled, keep.float() * 1.25)
-
-
-def test_cpu_dropout_is_inverted_dropout():
-    torch.manual_seed(1)
-    x = (torch.rand(1000, 500) + 0.5).requires_grad_()
-    y = dropout(x, 0.25, training=True)
-    kept = y != 0
-    torch.testing.assert_close(y[kept], x[kept] / 0.75)  # survivors scaled by 1 / (1 - p)
-    assert abs(kept.float().mean().item() - 0.75) < 0.005
-    y.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / 0.75)  # the gradient goes through the same mask
-    assert dropout(x, 0.25, training=False) is x
+    assert torch.equal(position_ids(ids, config), expected)
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert"])
 def test_training_path_matches_transformers(tmp_path, model_type):
-    """In training mode on CPU tl runs its own attention and dropout (`attention_cpu_dropout`, `keep_mask`).
-    With a dropout probability so small that every entry is kept, outputs and every parameter gradient
-    must equal transformers' model without dropout: the math of that path, padding bias included."""
-    hf, folder, config = saved_by_transformers(tmp_path, model_type)
-    tl = Encoder.from_pretrained(folder)
-    for m in tl.modules():
-        if hasattr(m, "dropout_p"):
-            m.dropout_p = 1e-12
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 1e-12
-    tl.train()
+    """In training mode with both dropout probabilities 0 (so nothing random), outputs and every parameter
+    gradient equal transformers' model in training mode: the training path's math, padding mask included."""
+    dropout = ({"dropout": 0.0, "attention_dropout": 0.0} if model_type == "distilbert"
+               else {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    hf, folder, config = saved_by_transformers(tmp_path, model_type, **dropout)
+    tl = Encoder.from_pretrained(folder).train()
+    hf.train()
     ids, mask, types = batch_for(config)
     ours = tl(ids, mask, types)
     theirs, _ = hf_forward(hf, model_type, ids, mask, types)
@@ -181,13 +117,10 @@ def test_training_path_matches_transformers(tmp_path, model_type):
     (ours * weights).sum().backward()
     (theirs * weights).sum().backward()
     hf_params = dict(hf.named_parameters())
-    checked = 0
-    for name, param in tl.named_parameters():
-        if param.grad is None:
-            continue
-        torch.testing.assert_close(param.grad, hf_params[hf_name(model_type, name)].grad, atol=1e-5, rtol=1e-4)
-        checked += 1
-    assert checked > 10
+    grads = {n: g for n, g in hf_grads(tl, model_type).items() if hf_params[n].grad is not None}
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, hf_params[name].grad, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+    assert len(grads) > 10
 
 
 def test_training_mode_drops_and_is_reproducible(tmp_path):
@@ -202,6 +135,69 @@ def test_training_mode_drops_and_is_reproducible(tmp_path):
     assert torch.equal(a, b) and not torch.allclose(a, c)
     assert not torch.allclose(a, tl.eval()(ids, mask, types))
     assert torch.all(a[~mask.bool()] == 0)  # padding stays zero in training too
+
+
+def test_hidden_dropout_drops_p_and_scales_survivors(tmp_path):
+    """Every hidden dropout (embeddings, attention output, feed-forward output) zeroes a share p of its
+    entries and scales the others by 1 / (1 - p) (inverted dropout), p from hidden_dropout_prob."""
+    _, folder, config = saved_by_transformers(tmp_path, "bert", hidden_dropout_prob=0.3)
+    tl = Encoder.from_pretrained(folder).train()
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+             for m in tl.modules() if isinstance(m, torch.nn.Dropout)]
+    ids, mask, types = random_batch(config["vocab_size"], 0, [60] * 50 + [30] * 50)
+    tl(ids, mask, types)
+    for h in hooks:
+        h.remove()
+    assert len(seen) == 1 + 2 * config["num_hidden_layers"]
+    for x, y in seen:
+        dropped = (y == 0) & (x != 0)
+        sigma = (0.3 * 0.7 / x.numel()) ** 0.5
+        assert abs(dropped.float().mean().item() - 0.3) < 5 * sigma
+        torch.testing.assert_close(y[~dropped], x[~dropped] / 0.7)
+
+
+def test_attention_dropout_is_unbiased():
+    """Attention dropout (SDPA's dropout_p) drops attention weights and rescales the rest, so the mean
+    over many independent draws is the eval-mode output: 4,000 copies of one padded row, one draw each."""
+    config = EncoderConfig(model_type="bert", vocab_size=99, hidden_size=32, num_hidden_layers=1,
+                           num_attention_heads=4, intermediate_size=37, max_position_embeddings=64, pad_token_id=0,
+                           attention_probs_dropout_prob=0.3)
+    torch.manual_seed(0)
+    attention = SelfAttention(config)
+    with torch.no_grad():
+        attention.qkv.weight.normal_(std=0.3)
+    copies, row_mask = 4000, torch.tensor([1, 1, 1, 1, 1, 0])
+    grid = Grid.of(row_mask.repeat(copies, 1), copies, 6)
+    x = torch.randn(5, 32).repeat(copies, 1)  # (N, H): the same 5 real tokens in every row
+    with torch.no_grad():
+        reference = attention.eval()(x[:5], Grid.of(row_mask[None], 1, 6))  # (5, H)
+        draws = attention.train()(x, grid).view(copies, 5, 32)
+    assert (draws != reference).any(-1).float().mean() > 0.5  # most rows saw some dropout
+    standard_error = draws.std(0) / copies**0.5
+    assert ((draws.mean(0) - reference).abs() < 5 * standard_error + 1e-6).all()
+
+
+def test_qkv_fused_once_at_load_and_split_on_save(tmp_path):
+    """One (3H, H) qkv weight and (3H,) bias per layer, the checkpoint's query, key and value stacked;
+    save_pretrained and checkpoint_state split them back under transformers' names, and load_state_dict
+    takes either layout."""
+    _, folder, _ = saved_by_transformers(tmp_path, "bert")
+    saved = load_file(folder / "model.safetensors")
+    tl = Encoder.from_pretrained(folder)
+    names = [n for n, _ in tl.named_parameters() if ".attention.self." in n]
+    assert names == [f"encoder.layer.{i}.attention.self.qkv.{p}" for i in range(2) for p in ("weight", "bias")]
+    for p in ("weight", "bias"):
+        stacked = torch.cat([saved[f"encoder.layer.1.attention.self.{n}.{p}"] for n in ("query", "key", "value")])
+        assert torch.equal(getattr(tl.encoder["layer"][1].attention["self"].qkv, p), stacked)
+    tl.save_pretrained(tmp_path / "by_tl")
+    written = load_file(tmp_path / "by_tl" / "model.safetensors")
+    assert written.keys() == saved.keys() - {"embeddings.position_ids"}
+    assert all(torch.equal(written[k], saved[k]) for k in written)
+    for state in (tl.checkpoint_state(), tl.state_dict()):
+        fresh = Encoder(tl.config)
+        fresh.load_state_dict(state)
+        assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), tl.state_dict().values()))
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
@@ -239,8 +235,10 @@ def test_config_round_trip_keeps_distilbert_keys(tmp_path):
     _, folder, _ = saved_by_transformers(tmp_path, "distilbert")
     config = EncoderConfig.from_checkpoint(folder)
     assert (config.hidden_size, config.num_hidden_layers, config.type_vocab_size) == (32, 2, 0)
-    written = json.loads(config.save(tmp_path / "out").read_text())
+    written = config.to_dict()
     assert written["dim"] == 32 and written["n_layers"] == 2 and "hidden_size" not in written
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.json").write_text(json.dumps(written))
     assert EncoderConfig.from_checkpoint(tmp_path / "out") == config
 
 
@@ -272,7 +270,7 @@ def test_distilbert_prefix_and_heads(tmp_path):
     save_file(state, folder / "model.safetensors")
     tl = Encoder.from_pretrained(folder)
     assert tl.pooler is None and tl.embeddings.token_type_embeddings is None
-    assert torch.equal(tl.encoder["layer"][1].attention["self"].query.weight,
+    assert torch.equal(tl.encoder["layer"][1].attention["self"].qkv.weight[:32],
                        state["distilbert.transformer.layer.1.attention.q_lin.weight"])
 
 
@@ -314,7 +312,7 @@ def test_antiberty_bin_loads_with_bert_prefix():
     tl = Encoder.from_pretrained(folder)
     state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     assert any(k.startswith("cls.") for k in state) and tl.pooler is not None
-    ours = tl.state_dict()
+    ours = tl.checkpoint_state()
     for name in ("embeddings.word_embeddings.weight", "encoder.layer.7.output.dense.weight",
                  "encoder.layer.0.attention.self.key.bias", "pooler.dense.weight"):
         assert torch.equal(ours[name], state["bert." + name]), name

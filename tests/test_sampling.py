@@ -1,5 +1,6 @@
 """Tests for tl/sampling.py: task weights by hand, task proportions (chi-square), sampling without
-replacement, exact single-task epochs, determinism, resume from a state_dict, shards, padding."""
+replacement, exact single-task epochs, determinism, resume from a state_dict, shards, padding; the
+authors' quota rule on a hand-computed table and their epochs' arithmetic; tl's anchored epochs."""
 import json
 import math
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from tl.sampling import SAMPLERS, SCHEDULES, MultiTaskSampler, apportion, shard, task_weights
+from tl.sampling import SAMPLERS, SCHEDULES, MultiTaskSampler, apportion, authors_quotas, shard, task_weights
 
 SIZES = {"A": 1000, "B": 500, "C": 300}
 WEIGHTS = {"A": 0.5, "B": 0.3, "C": 0.2}   # deliberately not proportional to size
@@ -327,3 +328,276 @@ def test_bad_inputs_raise_clear_errors():
     one_line_error(lambda: MultiTaskSampler(SIZES, {"A": np.ones(3)}, 32, "heterogeneous", 0), "lengths\\['A'\\]")
     one_line_error(lambda: sampler().set_weights({"A": 1.0}), "exactly the tasks")
     one_line_error(lambda: sampler().set_weights({"A": -1.0, "B": 1.0, "C": 1.0}), ">= 0")
+
+
+# -- the authors' protocol: quotas -------------------------------------------------------------------
+GLUE = {"MNLI": 392702, "QQP": 363846, "QNLI": 104743, "SST-2": 67349, "CoLA": 8551, "STS-B": 5749,
+        "MRPC": 3668, "RTE": 2490, "WNLI": 635}
+SOFTMAX_REF = {"CoLA": 55.0, "RTE": 70.0, "WNLI": 56.0}
+
+
+def softmax3(cola, rte):
+    """dynamic-softmax weights of CoLA, RTE, WNLI with WNLI's gap 0."""
+    sizes = {"CoLA": 8551, "RTE": 2490, "WNLI": 635}
+    current = {"CoLA": float(cola), "RTE": float(rte), "WNLI": 56.0}
+    return list(task_weights("dynamic-softmax", sizes, reference=SOFTMAX_REF, current=current).values())
+
+
+# (weights, batch size, uniform flag, quotas): x * B, Python's round (half to even), then the quirks
+QUOTA_CASES = [
+    # uniform: 2 tasks 64 + 64 = 128; 3 tasks 42.67 -> 43 each = 129 and 9 tasks 14.22 -> 14 each = 126,
+    # left uncorrected
+    ([0.5, 0.5], 128, None, [64, 64]),
+    ([1 / 3] * 3, 128, None, [43, 43, 43]),
+    ([1 / 9] * 9, 128, None, [14] * 9),
+    # the same equal weights from a non-uniform sampler (size, equal sizes): 129 -> 128, the excess on task 0
+    ([1 / 3] * 3, 128, False, [42, 43, 43]),
+    # size, RTE + WNLI: 2490/3125*128 = 101.99 -> 102, 635/3125*128 = 26.01 -> 26; sum 128
+    ([2490 / 3125, 635 / 3125], 128, None, [102, 26]),
+    # size, RTE + MNLI: 0.81 -> 1, 127.19 -> 127; and target first the other way round
+    ([2490 / 395192, 392702 / 395192], 128, None, [1, 127]),
+    ([392702 / 395192, 2490 / 395192], 128, None, [127, 1]),
+    # size, all nine: 52.93 49.04 14.12 9.08 1.15 0.78 0.49 0.34 0.09 -> 53 49 14 9 1 1 0 0 0 = 127;
+    # +1 on task 0 (MNLI) -> 54; the three zeros each take one from the largest (MNLI) -> 51
+    ([n / sum(GLUE.values()) for n in GLUE.values()], 128, None, [51, 49, 14, 9, 1, 1, 1, 1, 1]),
+    # half to even and a shortfall: 3, 2.5 -> 2, 2.5 -> 2 = 7; the missing row goes to task 0
+    ([0.375, 0.3125, 0.3125], 8, None, [4, 2, 2]),
+    # an excess that empties task 0: 1, 1.5 -> 2, 1.5 -> 2 = 5 -> task 0 to 0 -> takes one from task 1
+    ([0.25, 0.375, 0.375], 4, None, [1, 1, 2]),
+    # a zero quota: 127.49 -> 127, 0.26 -> 0, 0 = 127 -> 128, 0, 0 -> each zero takes one from task 0
+    ([0.996, 0.002, 0.002], 128, None, [126, 1, 1]),
+    # batch == number of tasks: one each
+    ([0.7, 0.2, 0.1], 3, None, [1, 1, 1]),
+    # their own test (tests/transferprediction/test_dataset_sampling.py), where the sampler was uniform:
+    # 6.4 4.8 3.2 1.6 -> 6 5 3 2 (16) and 8 6 4 2 (20)
+    ([0.4, 0.3, 0.2, 0.1], 16, True, [6, 5, 3, 2]),
+    ([0.4, 0.3, 0.2, 0.1], 20, True, [8, 6, 4, 2]),
+    # dynamic-softmax (CoLA 30, RTE 50): 46.89 44.60 36.52 -> 47 45 37 = 129 -> task 0 gives one back,
+    # although WNLI's fraction (.52) is the smallest
+    (softmax3(30, 50), 128, None, [46, 45, 37]),
+    # dynamic-softmax (CoLA 30, RTE 65): 49.28 40.35 38.38 -> 49 40 38 = 127 -> task 0 gets it: 50
+    (softmax3(30, 65), 128, None, [50, 40, 38]),
+    # dynamic-softmax (CoLA 55, RTE 70): all gaps equal -> 42.67 each; their `dynamic` corrects
+    (softmax3(55, 70), 128, False, [42, 43, 43]),
+]
+
+
+@pytest.mark.parametrize("weights,batch_size,uniform,expected", QUOTA_CASES)
+def test_authors_quotas_by_hand(weights, batch_size, uniform, expected):
+    assert authors_quotas(weights, batch_size, uniform) == expected
+
+
+def test_authors_quotas_refuse_what_their_code_refuses():
+    one_line_error(lambda: authors_quotas([0.5, 0.4], 128), "sum to 1")
+    one_line_error(lambda: authors_quotas([0.25] * 4, 3), "smaller than the 4 tasks")
+    # 0.128 -> 0, 42.62 -> 43 three times = 129: task 0 goes to -1 (their code crashes later)
+    one_line_error(lambda: authors_quotas([0.001, 0.333, 0.333, 0.333], 128, False), "negative")
+
+
+# -- the authors' protocol: epochs -------------------------------------------------------------------
+def authors(sizes, weights=None, uniform=None, **kw):
+    s = MultiTaskSampler(sizes, kw.pop("lengths", None), kw.pop("batch_size", 128), seed=kw.pop("seed", 3),
+                         protocol="authors", **kw)
+    if weights is not None:
+        s.set_weights(weights, uniform)
+    return s
+
+
+def rows_per_task(batches, sizes):
+    ids = {i: np.concatenate([e[t == i] for t, e in batches]) for i in range(len(sizes))}
+    for i, n in enumerate(sizes.values()):                      # inside an epoch: no repeats, valid ids
+        assert len(np.unique(ids[i])) == len(ids[i]) and (len(ids[i]) == 0 or ids[i].max() < n)
+    return [len(ids[i]) for i in range(len(sizes))]
+
+
+# (sizes, weights, batches' sizes, rows per task), all by hand from rule 1 of docs/PROTOCOL.md
+EPOCH_CASES = [
+    # RTE + WNLI (2490, 635), uniform: q = 64, 64; m = min(2490 // 64 = 38, 635 // 64 = 9) = 9 groups;
+    # 9 * 64 = 576 rows of each, 1152 rows = 9 batches of 128
+    ({"RTE": 2490, "WNLI": 635}, "uniform", [128] * 9, [576, 576]),
+    # size: q = 102, 26; m = min(2490 // 102 = 24, 635 // 26 = 24) = 24; 2448 + 624 = 3072 = 24 x 128
+    ({"RTE": 2490, "WNLI": 635}, "size", [128] * 24, [2448, 624]),
+    # three tasks, uniform: q = 43 each (129 a group); m = min(23, 11, 6) = 6; 258 rows each, 774 rows:
+    # 6 batches of 128 and a last one of 6, kept (their DataLoader's drop_last=False)
+    ({"A": 1000, "B": 500, "C": 300}, "uniform", [128] * 6 + [6], [258, 258, 258]),
+    # one task: q = 128, m = 1000 // 128 = 7: 896 rows, the last 104 dropped every epoch
+    ({"SST-2": 1000}, "uniform", [128] * 7, [896]),
+]
+
+
+@pytest.mark.parametrize("sizes,kind,batch_sizes,rows", EPOCH_CASES)
+def test_authors_epoch_composition(sizes, kind, batch_sizes, rows):
+    s = authors(sizes, task_weights(kind, sizes), uniform=kind == "uniform")
+    assert s.steps_in_epoch() == len(batch_sizes)
+    epochs = [s.epoch_batches(e) for e in range(3)]
+    for batches in epochs:
+        assert [len(t) for t, _ in batches] == batch_sizes
+        assert rows_per_task(batches, sizes) == rows
+    # a fresh shuffle of every task each epoch: the rows kept differ between epochs
+    first = [np.sort(np.concatenate([e[t == 0] for t, e in b])) for b in epochs]
+    assert not np.array_equal(first[0], first[1])
+    # tasks mixed inside batches (all rows shuffled together), not one task per batch
+    if len(sizes) > 1:
+        assert any(len(np.unique(t)) > 1 for t, _ in epochs[0])
+
+
+def test_authors_dynamic_epochs_change_length():
+    """Their `dynamic`: the first epoch by size, then dynamic-softmax weights from the dev scores;
+    quotas and the epoch's length recomputed each epoch; the LR schedule uses the first length."""
+    sizes = {"RTE": 2490, "WNLI": 635}
+    ref = {"RTE": 70.0, "WNLI": 56.0}
+    s = authors(sizes)                                           # starts by size
+    t_total_epoch = s.steps_in_epoch()                           # run_glue.py: len(train_dataloader) before training
+    assert t_total_epoch == 24                                   # q = 102, 26; m = 24 (EPOCH_CASES)
+    assert len(s.epoch_batches(0)) == 24
+    # gaps 0.10 and 0.01 -> softmax 0.5225, 0.4775 -> 66.88, 61.12 -> q = 67, 61;
+    # m = min(2490 // 67 = 37, 635 // 61 = 10) = 10; 10 * 128 = 1280 rows = 10 batches
+    s.set_weights(task_weights("dynamic-softmax", sizes, reference=ref, current={"RTE": 60.0, "WNLI": 55.0}))
+    assert authors_quotas(list(s.weights.values()), 128) == [67, 61]
+    assert s.steps_in_epoch() == 10
+    batches = s.epoch_batches(1)
+    assert len(batches) == 10 and rows_per_task(batches, sizes) == [670, 610]
+    # equal gaps: equal weights but their `dynamic` corrects: 64, 64 (no excess here); m = 9
+    s.set_weights(task_weights("dynamic-softmax", sizes, reference=ref, current={"RTE": 69.0, "WNLI": 55.0}), False)
+    assert s.steps_in_epoch() == 9 and len(s.epoch_batches(2)) == 9
+
+
+def test_authors_sorting_inside_batches_keeps_composition():
+    sizes = {"A": 1000, "B": 500, "C": 300}
+    lengths = synthetic_lengths(sizes, {"A": 10, "B": 40, "C": 70})
+    plain = authors(sizes, task_weights("uniform", sizes)).epoch_batches(0)
+    ordered = authors(sizes, task_weights("uniform", sizes), lengths=lengths).epoch_batches(0)
+    assert len(plain) == len(ordered)
+    for (t0, e0), (t1, e1) in zip(plain, ordered):
+        assert sorted(zip(t0.tolist(), e0.tolist())) == sorted(zip(t1.tolist(), e1.tolist()))
+        lens = [lengths[list(sizes)[t]][e] for t, e in zip(t1, e1)]
+        assert lens == sorted(lens)
+
+
+def test_authors_refuses_what_it_cannot_reproduce():
+    sizes = {"RTE": 2490, "WNLI": 635}
+    lens = synthetic_lengths(sizes, {"RTE": 67, "WNLI": 37})
+    one_line_error(lambda: MultiTaskSampler(sizes, None, 128, "homogeneous", protocol="authors"), "schedule")
+    one_line_error(lambda: MultiTaskSampler(sizes, lens, 128, length_pool=4, protocol="authors"), "length_pool")
+    one_line_error(lambda: MultiTaskSampler(sizes, None, 128, protocol="authors", anchor="RTE"), "anchor")
+    one_line_error(lambda: MultiTaskSampler(sizes, None, 128, protocol="authors", epoch_examples=100), "epoch_examples")
+    one_line_error(lambda: MultiTaskSampler(sizes, None, 128, protocol="fair"), "unknown protocol 'fair'")
+    one_line_error(lambda: MultiTaskSampler(sizes, None, 1, protocol="authors"), "smaller than the 2 tasks")
+    # 635 // 1 = 635 groups at most, but a task smaller than its quota empties the epoch
+    tiny = authors({"A": 5000, "B": 30}, {"A": 0.5, "B": 0.5})
+    one_line_error(tiny.steps_in_epoch, "B \\(30 < 64\\)")
+
+
+# -- tl's anchored epochs ----------------------------------------------------------------------------
+def test_anchor_epoch_is_one_pass_over_the_anchor():
+    sizes = {"RTE": 2490, "MNLI": 392702}
+    cases = [  # (anchor, weights, rows per task): others get round-half-up(n_anchor * w / w_anchor)
+        ("RTE", task_weights("uniform", sizes), [2490, 2490]),
+        ("RTE", task_weights("size", sizes), [2490, 392702]),
+        ("RTE", {"RTE": 0.3, "MNLI": 0.7}, [2490, 5810]),            # 2490 * 7 / 3 = 5810
+        ("MNLI", task_weights("uniform", sizes), [392702, 392702]),  # RTE 157.7 passes
+        ("MNLI", task_weights("size", sizes), [2490, 392702]),
+    ]
+    for anchor, weights, rows in cases:
+        s = MultiTaskSampler(sizes, None, 128, seed=2, anchor=anchor)
+        s.set_weights(weights)
+        for epoch in range(2):
+            assert s.steps_in_epoch() == math.ceil(sum(rows) / 128)
+            batches = s.epoch_batches(epoch)
+            assert len(batches) == math.ceil(sum(rows) / 128)
+            assert all(len(t) == 128 for t, _ in batches[:-1])
+            assert task_counts(batches, 2).tolist() == rows
+            i = s.tasks.index(anchor)                            # the anchor: each example exactly once
+            ids = np.concatenate([e[t == i] for t, e in batches])
+            assert np.array_equal(np.sort(ids), np.arange(sizes[anchor]))
+
+
+def test_anchor_rounding_is_half_up():
+    # 5 * 0.25 / 0.5 = 2.5 -> 3 (Python's round would give 2); 5 * 0.25 / 0.5 for C too
+    s = MultiTaskSampler({"A": 5, "B": 40, "C": 40}, None, 4, anchor="A")
+    s.set_weights({"A": 0.5, "B": 0.25, "C": 0.25})
+    assert s.anchor_rows().tolist() == [5, 3, 3]
+    assert task_counts(s.epoch_batches(0), 3).tolist() == [5, 3, 3]
+    one_line_error(lambda: s.set_weights({"A": 0.0, "B": 0.5, "C": 0.5}), "anchor task 'A' needs a weight > 0")
+
+
+@pytest.mark.parametrize("schedule", ["homogeneous", "partitioned"])
+def test_anchor_single_task_batches(schedule):
+    """Homogeneous and partitioned with an anchor: each task's rows cut into its own batches."""
+    sizes = {"A": 100, "B": 37, "C": 1000}
+    s = MultiTaskSampler(sizes, None, 16, schedule, seed=4, anchor="A")
+    s.set_weights({"A": 0.5, "B": 0.2, "C": 0.3})               # rows 100, 40, 60
+    assert s.steps_in_epoch() == 7 + 3 + 4
+    batches = s.epoch_batches(0)
+    assert len(batches) == 14 and all(np.all(t == t[0]) for t, _ in batches)
+    assert task_counts(batches, 3).tolist() == [100, 40, 60]
+    per_task = {i: sorted((len(t) for t, _ in batches if t[0] == i), reverse=True) for i in range(3)}
+    assert per_task == {0: [16] * 6 + [4], 1: [16, 16, 8], 2: [16] * 3 + [12]}
+    if schedule == "partitioned":
+        assert [int(t[0]) for t, _ in batches] == sorted(int(t[0]) for t, _ in batches)
+
+
+def test_anchor_settings_checked():
+    one_line_error(lambda: MultiTaskSampler(SIZES, None, 32, anchor="Z"), "anchor 'Z'")
+    one_line_error(lambda: MultiTaskSampler(SIZES, None, 32, anchor="A", epoch_examples=10), "not both")
+    state = MultiTaskSampler(SIZES, None, 32, anchor="A").state_dict()
+    with pytest.raises(ValueError, match="anchor='A'.*anchor='B'"):
+        MultiTaskSampler(SIZES, None, 32, anchor="B").load_state_dict(state)
+    old = MultiTaskSampler(SIZES, None, 32).state_dict()         # saved before protocols existed
+    for key in ("protocol", "anchor", "uniform"):
+        old.pop(key)
+    MultiTaskSampler(SIZES, None, 32).load_state_dict(old)
+
+
+# -- both protocols: resume and seeds ----------------------------------------------------------------
+PROTOCOL_SETUPS = {
+    "authors": dict(protocol="authors"),
+    "tl-anchor": dict(anchor="B", length_pool=2),
+    "tl-anchor-homogeneous": dict(anchor="B", schedule="homogeneous"),
+}
+
+
+def make_protocol_sampler(setup, seed=11):
+    kw = dict(PROTOCOL_SETUPS[setup])
+    lengths = synthetic_lengths(SIZES, {"A": 10, "B": 40, "C": 70})
+    return MultiTaskSampler(SIZES, lengths, 32, kw.pop("schedule", "heterogeneous"), seed, **kw)
+
+
+def protocol_weights(epoch):
+    ref = {"A": 80.0, "B": 70.0, "C": 60.0}
+    dev = [None, {"A": 60.0, "B": 65.0, "C": 59.0}, {"A": 75.0, "B": 60.0, "C": 59.9},
+           {"A": 78.0, "B": 69.0, "C": 50.0}]
+    return task_weights("dynamic-softmax", SIZES, reference=ref, current=dev[epoch])
+
+
+@pytest.mark.parametrize("setup", PROTOCOL_SETUPS)
+def test_resume_gives_identical_batches_both_protocols(setup):
+    full, uninterrupted = make_protocol_sampler(setup), []
+    for epoch in range(4):
+        full.set_weights(protocol_weights(epoch))
+        uninterrupted.append(full.epoch_batches(epoch))
+    assert len({len(b) for b in uninterrupted}) > 1               # the epoch's length follows the weights
+
+    run = make_protocol_sampler(setup)
+    for epoch in range(2):
+        run.set_weights(protocol_weights(epoch))
+        run.epoch_batches(epoch)
+    run.set_weights(protocol_weights(2))
+    saved, step = json.dumps(run.state_dict()), 5
+    run.epoch_batches(2)
+
+    resumed = make_protocol_sampler(setup)
+    resumed.load_state_dict(json.loads(saved))
+    assert resumed.steps_in_epoch() == len(uninterrupted[2])
+    assert same_batches(resumed.epoch_batches(2)[step:], uninterrupted[2][step:])
+    resumed.set_weights(protocol_weights(3))
+    assert same_batches(resumed.epoch_batches(3), uninterrupted[3])
+    assert json.loads(json.dumps(resumed.state_dict())) == full.state_dict()
+
+
+@pytest.mark.parametrize("setup", PROTOCOL_SETUPS)
+def test_same_seed_same_batches_both_protocols(setup):
+    runs = [make_protocol_sampler(setup, seed) for seed in (5, 5, 6)]
+    epochs = [[s.epoch_batches(e) for e in range(2)] for s in runs]
+    assert all(same_batches(a, b) for a, b in zip(epochs[0], epochs[1]))
+    assert not same_batches(epochs[0][0], epochs[2][0])

@@ -1,4 +1,4 @@
-"""tl.stats, tl.scores, tl.report, tl.plots and tools/stats.py on hand-made scores small enough to
+"""tl.stats, tl.study.scores, tl.study.report, tl.study.plots and tools/stats.py on hand-made scores small enough to
 check by hand: every expected value below is computed in the test from explicit arithmetic (or from
 scipy as an independent oracle), never by calling the code under test."""
 import csv
@@ -14,8 +14,9 @@ import scipy.optimize
 import scipy.stats
 
 from tl import stats
-from tl.report import StatsSettings, analyse
-from tl.scores import read_run_records, read_scores_csv, task_sizes
+from tl.study.plots import NO_TEST, NOT_SIGNIFICANT, matrix_state
+from tl.study.report import StatsSettings, analyse, render_markdown
+from tl.study.scores import read_run_records, read_scores_csv, task_sizes
 from tl.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,28 +71,43 @@ def test_registry_sizes_are_the_papers():
     assert {t: get_task(t).train_size for t in SIZES} == SIZES
 
 
-# ---------------------------------------------------------------- tests against scipy
-@pytest.mark.parametrize("welch", [False, True])
-def test_t_test_equals_scipy(welch):
-    rng = np.random.default_rng(0)
-    samples = [(np.array(a, float), np.array(b, float)) for a, b in CELLS.values() if len(b) > 1]
-    samples += [(rng.normal(70, 2, n), rng.normal(71, 4, m)) for n, m in [(2, 2), (5, 5), (3, 7), (10, 4)]]
-    for a, b in samples:
-        for alt in ("two-sided", "greater", "less"):
-            got = stats.t_test(a, b, welch=welch, alternative=alt)
-            ref = scipy.stats.ttest_ind(a, b, equal_var=not welch, alternative=alt)
-            assert abs(got.t - ref.statistic) <= 1e-12 * max(1.0, abs(ref.statistic))
-            assert abs(got.p - ref.pvalue) <= 1e-12
-    assert stats.t_test([1.0, 2.0], [3.0]) is None
-
-
+# ---------------------------------------------------------------- the t-test by hand
 def test_t_by_hand_and_ddof():
     # RTE <- MRPC: means 71 and 61, both sample variances ((-1)^2 + 0 + 1^2) / (3 - 1) = 1
     n, mean, std = stats.describe([70, 71, 72])
     assert (n, mean, std) == (3, 71.0, 1.0)
     pooled = ((3 - 1) * 1.0 + (3 - 1) * 1.0) / (3 + 3 - 2)
     t_hand = (71 - 61) / math.sqrt(pooled * (1 / 3 + 1 / 3))
-    assert stats.t_test([70, 71, 72], [60, 61, 62]).t == pytest.approx(t_hand, abs=1e-12)
+    got = stats.t_test([70, 71, 72], [60, 61, 62])
+    assert got.t == pytest.approx(t_hand, abs=1e-12) and got.df == 4
+    assert got.p == pytest.approx(2 * scipy.stats.t.sf(t_hand, 4), rel=1e-12)
+    assert stats.t_test([1.0, 2.0], [3.0]) is None
+
+
+@pytest.mark.parametrize("welch", [False, True])
+def test_t_test_unequal_sizes_by_hand(welch):
+    # a = {1, 2, 3, 6}: mean 3, var (4 + 1 + 0 + 9) / 3 = 14/3; b = {0, 2}: mean 1, var 2
+    va, vb, n, m = 14 / 3, 2.0, 4, 2
+    if welch:
+        se2 = va / n + vb / m
+        df = se2**2 / ((va / n) ** 2 / (n - 1) + (vb / m) ** 2 / (m - 1))
+    else:
+        df = n + m - 2
+        se2 = ((n - 1) * va + (m - 1) * vb) / df * (1 / n + 1 / m)
+    t = (3 - 1) / math.sqrt(se2)
+    for alt, p in (("two-sided", 2 * scipy.stats.t.sf(t, df)), ("greater", scipy.stats.t.sf(t, df)),
+                   ("less", scipy.stats.t.cdf(t, df))):
+        got = stats.t_test([1.0, 2, 3, 6], [0.0, 2], welch=welch, alternative=alt)
+        assert got.t == pytest.approx(t, rel=1e-12) and got.df == pytest.approx(df, rel=1e-12)
+        assert got.p == pytest.approx(p, rel=1e-10)
+    with pytest.raises(ValueError, match="alternative"):
+        stats.t_test([1.0, 2], [3.0, 4], alternative="bigger")
+
+
+def test_t_test_zero_variance_is_quiet(recwarn):
+    assert stats.t_test([1.0, 1, 1], [2.0, 2, 2]).t == -math.inf
+    assert math.isnan(stats.t_test([1.0, 1], [1.0, 1]).t)
+    assert not recwarn.list  # scipy's "nearly identical data" warning is silenced
 
 
 # ---------------------------------------------------------------- the paper's analysis by hand
@@ -134,19 +150,28 @@ def test_cells_significance_and_heuristic(table):
 def test_tables_by_hand(table):
     a = run(table)
     t1 = {r["target"]: r for r in a["tables"]["table1"]["rows"]}
-    assert a["tables"]["table1"]["columns"] == ["target", "MTL", "STILTs", "MTL-ALL"]
+    assert a["tables"]["table1"]["columns"] == ["target", "MTL", "STILTs", "Average pairwise", "MTL-ALL (size)"]
     assert t1["RTE"]["MTL"] == pytest.approx((71 + 67) / 2)
     assert t1["RTE"]["STILTs"] == pytest.approx((61 + (66 + 66 + 67) / 3) / 2)
-    assert t1["RTE"]["MTL-ALL"] == pytest.approx((60 + 62) / 2)
-    assert t1["MRPC"]["MTL-ALL"] == pytest.approx((80 + 84) / 2)  # mtl_all:dynamic is plain mtl_all
-    assert t1["CoLA"]["STILTs"] == pytest.approx((56 + 51) / 2) and t1["CoLA"]["MTL-ALL"] is None
+    # average pairwise: per support the better of the two cell means, then their mean
+    assert t1["RTE"]["Average pairwise"] == pytest.approx((max(71, 61) + max(67, (66 + 66 + 67) / 3)) / 2)
+    assert t1["MRPC"]["Average pairwise"] == pytest.approx((max(81, 86) + max(85, 81)) / 2)
+    assert t1["CoLA"]["Average pairwise"] == pytest.approx((max(52, 56) + max(56, 51)) / 2)
+    # Table 1's MTL-ALL is the size-sampled run (compare_method_matrices.py), not dynamic (60, 62)
+    assert t1["RTE"]["MTL-ALL (size)"] == pytest.approx((59 + 61) / 2)
+    assert t1["MRPC"]["MTL-ALL (size)"] is None and t1["CoLA"]["MTL-ALL (size)"] is None
+    assert t1["CoLA"]["STILTs"] == pytest.approx((56 + 51) / 2)
     assert t1["Average"]["MTL"] == pytest.approx(((71 + 67) / 2 + (81 + 85) / 2 + (52 + 56) / 2) / 3)
+    assert t1["Average"]["MTL-ALL (size)"] == pytest.approx(60)
+    # the Average row's columns cover different targets: said under the table
+    assert "MTL-ALL (size) 1 of 3" in a["tables"]["table1"]["note"] and "MTL 3 of 3" in a["tables"]["table1"]["note"]
 
     t2 = {r["target"]: r for r in a["tables"]["table2"]["rows"]}
     assert a["tables"]["table2"]["columns"] == ["target", "MTL-ALL (uniform)", "MTL-ALL (size)", "MTL-ALL (dynamic)",
                                                 "Ave. S.H.", "Pairwise Oracle"]
     assert t2["RTE"]["MTL-ALL (uniform)"] == pytest.approx((58 + 57) / 2)
     assert t2["RTE"]["MTL-ALL (size)"] == pytest.approx((59 + 61) / 2)
+    assert t2["MRPC"]["MTL-ALL (dynamic)"] == pytest.approx((80 + 84) / 2)  # mtl_all:dynamic is plain mtl_all
     # Ave. S.H.: RTE is the smallest, so MTL for both supports; CoLA the largest, so STILTs for both;
     # MRPC: STILTs with RTE (86), MTL with CoLA (85)
     assert t2["RTE"]["Ave. S.H."] == pytest.approx((71 + 67) / 2)
@@ -290,7 +315,9 @@ def test_logistic_in_the_analysis(table):
     fit = stats.logistic_fit(x, np.array(list(sig.values())))
     assert lg["n"] == 4 and lg["n_mtl_better"] == 3 and lg["converged"]
     assert lg["slope"] == pytest.approx(fit.coef[1])
-    assert lg["crossover_ratio"] == pytest.approx(2 ** (-fit.coef[0] / fit.coef[1]))
+    # 4 cells are too few to place a crossover: a warning instead
+    assert lg["crossover_ratio"] is None and "only 4 significant cells" in lg["warning"]
+    assert "**Warning**: only 4 significant cells" in render_markdown(run(table))
 
 
 # ---------------------------------------------------------------- inputs
@@ -407,7 +434,7 @@ def test_tool_on_run_records(tmp_path, capsys):
     out, js = tmp_path / "out", tmp_path / "a.json"
     assert stats_tool.main(["--results", str(res), "--out", str(out), "--json", str(js), "--welch"]) == 0
     printed = capsys.readouterr().out
-    assert "Welch two-sample t-test" in printed and "1 not complete, skipped" in printed
+    assert "Welch two-sample t-test" in printed and "protocol tl" in printed
     for name in ("report.md", "figure1.png", "figure1.svg", "figure2.png", "figure2.svg", "size_experiment.csv"):
         assert (out / name).stat().st_size > 0, name
     data = json.loads(js.read_text())
@@ -427,7 +454,7 @@ def test_tool_on_run_records(tmp_path, capsys):
 def test_records_skip_incomplete_and_explain(tmp_path):
     res = tmp_path / "results"
     record(res, "mtl", "RTE", ["MRPC"], 1, 70, "dynamic", status="failed")
-    with pytest.raises(ValueError, match=r"no complete run records .*\(1 not complete\).*tools/train.py"):
+    with pytest.raises(ValueError, match=r"no complete run records .*tools/train.py"):
         read_run_records(res)
 
 
@@ -452,3 +479,132 @@ def test_size_experiment_from_a_scores_table(tmp_path):
     got = sorted((p["target_size"], round(p["k"], 6), p["n_mtl"], p["n_stilts"]) for p in a["size_experiment"])
     # a count (300) is divided by the target size (100, from the sizes here): K = 3, the same point as 3x
     assert got == [(100, round(1 / 3, 6), 3, 3), (100, 3.0, 6, 6)]
+
+
+# ---------------------------------------------------------------- protocols, passes, report fixes
+def test_average_pairwise_by_hand():
+    nan = np.nan
+    mtl = np.array([[70.0, 60.0, nan], [nan, 80.0, 81.0]])  # (T=2, S=3)
+    stilts = np.array([[65.0, 62.0, 90.0], [nan, 85.0, 79.0]])
+    # target 0: support 2 lacks MTL, so it is left out (np.maximum gives NaN there, as the authors')
+    # target 1: support 0 has neither
+    np.testing.assert_allclose(stats.average_pairwise(mtl, stilts), [(70 + 62) / 2, (85 + 81) / 2])
+    assert np.isnan(stats.average_pairwise(np.full((1, 2), nan), np.array([[1.0, 2.0]])))[0]
+    t1 = stats.table1(mtl, stilts, np.array([50.0, nan]))
+    np.testing.assert_allclose(t1[:, 2], [(70 + 62) / 2, (85 + 81) / 2])
+    np.testing.assert_allclose(t1[0], [(70 + 60) / 2, (65 + 62 + 90) / 3, 66.0, 50.0])
+
+
+def write_mixed(path: Path, protocol_of_second="authors") -> Path:
+    path.write_text("target,support,method,seed,score,protocol\n"
+                    "rte,mrpc,mtl,1,70,\nrte,mrpc,mtl,2,71,tl\nrte,mrpc,stilts,1,60,tl\nrte,mrpc,stilts,2,61,\n"
+                    f"rte,mrpc,mtl,1,50,{protocol_of_second}\nrte,mrpc,mtl,2,52,{protocol_of_second}\n"
+                    f"rte,mrpc,stilts,1,55,{protocol_of_second}\nrte,mrpc,stilts,2,57,{protocol_of_second}\n")
+    return path
+
+
+def test_mixed_protocols_are_refused(tmp_path, capsys):
+    table = write_mixed(tmp_path / "mixed.csv")
+    rows = read_scores_csv(table)  # the same seed under two protocols is not a duplicate
+    assert sorted({r.protocol for r in rows}) == ["authors", "tl"]
+    with pytest.raises(ValueError, match="mix protocols authors and tl.*--protocol authors\\|tl"):
+        analyse(rows, StatsSettings(), SIZES)
+    assert stats_tool.main(["--scores", str(table), "--out", str(tmp_path / "o"), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "authors and tl" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+    # --protocol picks one: empty protocol cells are tl
+    for protocol, mtl in (("tl", [70, 71]), ("authors", [50, 52])):
+        out = tmp_path / protocol
+        assert stats_tool.main(["--scores", str(table), "--out", str(out), "--no-plots", "--protocol", protocol]) == 0
+        report = (out / "report.md").read_text()
+        assert report.startswith(f"# MTL vs STILTs: statistics, protocol {protocol}")
+        assert f"## Table 1: mean over supports (protocol {protocol})" in report
+        with open(out / "cells.csv") as f:
+            (cell,) = list(csv.DictReader(f))
+        assert cell["protocol"] == protocol and float(cell["mean_mtl"]) == pytest.approx(sum(mtl) / 2)
+    with pytest.raises(ValueError, match="unknown protocol 'external'"):
+        read_scores_csv(write_mixed(tmp_path / "bad.csv", "external"))
+    with pytest.raises(ValueError, match="no scores under protocol 'authors'; the scores hold tl"):
+        analyse(read_scores_csv(write_table(tmp_path / "tl.csv")), StatsSettings(protocol="authors"), SIZES)
+
+
+def test_records_protocol_and_passes_in_cells_csv(tmp_path, capsys):
+    res = tmp_path / "results"
+    for seed in (1, 2, 3):
+        # tl: one pass of RTE per epoch; authors: RTE ~1 pass per epoch too, MRPC's share far below
+        passes = {"RTE": 10.0 + seed, "MRPC": 0.5}
+        record(res, "mtl", "RTE", ["MRPC"], seed, 70 + seed, "dynamic", passes=passes)
+        record(res, "stilts", "RTE", ["MRPC"], seed, 60 + seed, None, passes={"RTE": 10.0})
+        # the authors' pairs run uniform sampling (their pair script), their size plan dynamic-softmax
+        record(res, "mtl", "RTE", ["MRPC"], seed, 50 + seed, "uniform", protocol="authors", tag="a",
+               passes={"rte": 2.0 * seed})
+        record(res, "stilts", "RTE", ["MRPC"], seed, 40 + seed, None, protocol="authors", tag="a")  # no passes
+        cfg = {"support_size": "2x"}
+        record(res, "mtl", "RTE", ["MRPC"], seed, 30 + seed, "dynamic-softmax", config=cfg, protocol="authors",
+               tag="k2")
+        record(res, "stilts", "RTE", ["MRPC"], seed, 20 + seed, None, config=cfg, protocol="authors", tag="k2")
+    out = tmp_path / "out"
+    assert stats_tool.main(["--results", str(res), "--out", str(out), "--no-plots"]) == 2
+    assert "mix protocols authors and tl" in capsys.readouterr().err
+    assert stats_tool.main(["--results", str(res), "--out", str(out), "--no-plots", "--protocol", "tl"]) == 0
+    with open(out / "cells.csv") as f:
+        (cell,) = list(csv.DictReader(f))
+    assert cell["protocol"] == "tl" and float(cell["mean_mtl"]) == pytest.approx(72)
+    assert float(cell["passes_mtl"]) == pytest.approx((11 + 12 + 13) / 3) and float(cell["passes_stilts"]) == 10
+    assert "12 / 10" in (out / "report.md").read_text()  # the cells table's passes column
+    assert stats_tool.main(["--results", str(res), "--out", str(out), "--no-plots", "--protocol", "authors"]) == 0
+    with open(out / "cells.csv") as f:
+        (cell,) = list(csv.DictReader(f))
+    assert cell["protocol"] == "authors" and float(cell["mean_mtl"]) == pytest.approx(52)
+    assert float(cell["passes_mtl"]) == pytest.approx(4.0) and cell["passes_stilts"] == ""  # unknown: blank
+    report = (out / "report.md").read_text()
+    assert "## Cells (MTL − STILTs), protocol authors, MTL = mtl:uniform" in report
+    assert "protocol authors, MTL = mtl:dynamic-softmax" in report
+    with open(out / "size_experiment.csv") as f:
+        (point,) = list(csv.DictReader(f))
+    assert float(point["mean_mtl"]) == pytest.approx(32) and float(point["mean_stilts"]) == pytest.approx(22)
+
+
+def test_passes_column_in_a_scores_table(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("target,support,method,seed,score,passes\nrte,mrpc,mtl,1,70,9.5\nrte,mrpc,mtl,2,71,10.5\n"
+                    "rte,mrpc,stilts,1,60,\nrte,mrpc,stilts,2,61,\n")
+    (c,) = analyse(read_scores_csv(path), StatsSettings(), SIZES)["cells"]
+    assert c["passes_mtl"] == pytest.approx(10.0) and c["passes_stilts"] is None
+    path.write_text("target,support,method,seed,score,passes\nrte,mrpc,mtl,1,70,many\n")
+    with pytest.raises(ValueError, match=":2: passes 'many' is not a number"):
+        read_scores_csv(path)
+
+
+def test_identical_seeds_are_not_hatched(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("target,support,method,seed,score\n"
+                    "rte,mrpc,mtl,1,70\nrte,mrpc,mtl,2,70\nrte,mrpc,stilts,1,70\nrte,mrpc,stilts,2,70\n"  # identical
+                    "mrpc,rte,mtl,1,80\nmrpc,rte,mtl,2,81\nmrpc,rte,stilts,1,79\n")  # one STILTs seed
+    a = analyse(read_scores_csv(path), StatsSettings(), SIZES)
+    cells = by_cell(a)
+    assert cells[("RTE", "MRPC")]["note"] == "no test possible (all scores equal)"
+    diff, state, miss, targets = matrix_state(a)
+    ti, si = {t: i for i, t in enumerate(targets)}, {s: j for j, s in enumerate(a["supports"])}
+    assert state[ti["RTE"], si["MRPC"]] == NOT_SIGNIFICANT and diff[ti["RTE"], si["MRPC"]] == 0
+    assert state[ti["MRPC"], si["RTE"]] == NO_TEST and not miss.any()
+
+
+def test_logistic_crossover_needs_enough_identified_cells():
+    from tl.study.report import MIN_CELLS_FOR_CROSSOVER, _logistic
+
+    def cells(ratios_and_wins):
+        return [dict(significant=True, size_target=100, size_support=100 * r, diff=1.0 if win else -1.0)
+                for r, win in ratios_and_wins]
+
+    # 12 cells, MTL winning mostly above ratio 1 with overlap: a crossover near ratio 1
+    data = [(r, r > 1) for r in (1 / 8, 1 / 4, 1 / 2, 2, 4, 8)] * 2 + [(1 / 2, True), (2, False)]
+    assert len(data) >= MIN_CELLS_FOR_CROSSOVER
+    lg = _logistic(cells(data))
+    x = np.log2([r for r, _ in data])
+    fit = stats.logistic_fit(x, np.array([w for _, w in data], dtype=float))
+    assert lg["warning"] == "" and lg["crossover_log2_ratio"] == pytest.approx(-fit.coef[0] / fit.coef[1])
+    # the same ratio everywhere: the slope is not identified
+    same = _logistic(cells([(2, True), (2, False)] * 6))
+    assert not same["converged"] and "not identified" in same["reason"] and same["crossover_ratio"] is None

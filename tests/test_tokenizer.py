@@ -101,3 +101,51 @@ def test_missing_tokenizer_files(tmp_path):
         Tokenizer.from_checkpoint(tmp_path)
     message = str(e.value)
     assert "\n" not in message and str(tmp_path) in message and "vocab.txt" in message
+
+
+# ---- lowercase=True: the authors' --do_lower_case (non-special text lowercased, special tokens kept)
+
+def test_lowercase_keeps_special_tokens_of_uncased_minilm(minilm_path):
+    plain, lower = Tokenizer.from_checkpoint(minilm_path), Tokenizer.from_checkpoint(minilm_path, lowercase=True)
+    assert lower.prepare("Hello [SEP] World [MASK]s") == "hello [SEP] world [MASK]s"
+    ids = lower.encode("Hello [SEP] World", "It's [MASK]")[0]
+    assert ids == plain.encode("hello [SEP] world", "it's [MASK]")[0]
+    assert ids.count(102) == 3 and 103 in ids  # [SEP] written in the text stays [SEP]
+    assert ids != plain.encode("hello [sep] world", "it's [mask]")[0]  # lowercasing it would split it
+    # the vocabulary is uncased: on plain text lowercasing changes nothing, but the cache key changes
+    assert lower.encode_batch(["An Example"], ["OK"]) == plain.encode_batch(["An Example"], ["OK"])
+    assert lower.fingerprint != plain.fingerprint == Tokenizer.from_checkpoint(minilm_path).fingerprint
+    assert lower.fingerprint == Tokenizer.from_checkpoint(minilm_path, lowercase=True).fingerprint
+
+
+@pytest.fixture()
+def cased_bpe(glue_text, tmp_path):
+    """A small RoBERTa-style byte-level BPE trained on cased GLUE text: case changes its ids."""
+    a, b, _ = glue_text
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(a + b, vocab_size=600, min_frequency=2, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(tmp_path))
+    return tmp_path
+
+
+def test_lowercase_on_a_cased_tokenizer(cased_bpe, glue_text):
+    a, b, singles = glue_text
+    plain, lower = Tokenizer.from_checkpoint(cased_bpe), Tokenizer.from_checkpoint(cased_bpe, lowercase=True)
+    ours = lower.encode_batch(a[:300], b[:300], max_len=64)
+    assert ours == plain.encode_batch([x.lower() for x in a[:300]], [y.lower() for y in b[:300]], max_len=64)
+    assert ours != plain.encode_batch(a[:300], b[:300], max_len=64)  # the vocabulary is cased
+    assert lower.encode_batch(singles[:300]) == plain.encode_batch([x.lower() for x in singles[:300]])
+    # special tokens written in the text keep their ids; the text around them is lowercased
+    ids = lower.encode("The <mask> Was HERE</s>")[0]
+    assert ids == plain.encode("the <mask> was here</s>")[0]
+    assert 4 in ids and ids.count(2) == 2
+    assert ids != plain.encode("The <mask> Was HERE</s>")[0]
+    assert lower.fingerprint != plain.fingerprint
+
+
+def test_lowercase_one_character_at_a_time():
+    """transformers' lowercase_text lowered each character alone: a word-final capital sigma gives "σ"."""
+    from tl.tokenizer import lower_chars
+    assert "ΟΔΟΣ".lower() == "οδος" and lower_chars("ΟΔΟΣ Ab") == "οδοσ ab"
+    assert lower_chars("ÉCOLE İ") == "école i̇" and lower_chars("ABC") == "abc"

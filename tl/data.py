@@ -4,7 +4,7 @@ The paper's code padded every batch to 128 tokens, and on the GLUE training sets
 tokens are padding (../shared/paper/PROTOCOL.md, "Known weak points"). Here a split is tokenized once
 into flat numpy arrays (saved with np.save, reopened memory-mapped), batches are drawn from examples
 of nearly equal length (`bucket_batches`), and each batch is padded only to its own longest example
-(`collate`), which leaves a few percent of padding.
+(`collate`, which also mixes rows of several tasks' splits), which leaves a few percent of padding.
 
 Notation: N examples in a split, L tokens in all of them together, B rows in a batch, T the longest
 row of the batch.
@@ -164,21 +164,32 @@ def padding_fraction(lengths, batches: list) -> float:
     return 1.0 - real / padded
 
 
-def collate(split: TokenizedSplit, indices, pad_id: int) -> dict:
-    """The examples `indices` (B,) as tensors padded to the batch's longest example T:
-    input_ids, attention_mask, token_type_ids (B, T) long; labels (B,) long, or float32 for regression."""
-    indices = np.asarray(indices, dtype=np.int64)
-    lengths = np.asarray(split.lengths[indices], dtype=np.int64)  # (B,)
+def collate(splits: list, task_ids, example_ids, pad_id: int) -> dict:
+    """Rows (task_ids[i], example_ids[i]) of several tokenized splits (B,) as one batch padded to its
+    longest row T: input_ids, attention_mask, token_type_ids (B, T) long; task_ids (B,) long; labels
+    (B,) float32 for every task (class ids are exact in float32 and the heads cast them back;
+    regression targets stay real). One split: `collate([split], np.zeros(B, int), indices, pad_id)`."""
+    task_ids = np.asarray(task_ids, dtype=np.int64)
+    example_ids = np.asarray(example_ids, dtype=np.int64)
+    lengths = np.zeros(len(task_ids), dtype=np.int64)                # (B,)
+    for t in np.unique(task_ids):
+        rows = task_ids == t
+        lengths[rows] = splits[t].lengths[example_ids[rows]]
     T = int(lengths.max())
     mask = np.arange(T) < lengths[:, None]                           # (B, T)
-    source = np.where(mask, split.offsets[indices][:, None] + np.arange(T), 0)  # (B, T) positions in ids
-    labels = np.asarray(split.labels[indices])
-    return {
-        "input_ids": torch.from_numpy(np.where(mask, split.ids[source], pad_id).astype(np.int64)),
-        "attention_mask": torch.from_numpy(mask.astype(np.int64)),
-        "token_type_ids": torch.from_numpy(np.where(mask, split.type_ids[source], 0).astype(np.int64)),
-        "labels": torch.from_numpy(labels.astype(np.float32 if labels.dtype.kind == "f" else np.int64)),
-    }
+    ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    types = np.zeros(mask.shape, dtype=np.int64)
+    labels = np.zeros(len(task_ids), dtype=np.float32)
+    for t in np.unique(task_ids):
+        rows, split = np.flatnonzero(task_ids == t), splits[t]
+        e, m = example_ids[rows], mask[rows]
+        source = np.where(m, split.offsets[e][:, None] + np.arange(T), 0)  # (b, T) positions in ids
+        ids[rows] = np.where(m, split.ids[source], pad_id)
+        types[rows] = np.where(m, split.type_ids[source], 0)
+        labels[rows] = split.labels[e]
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+            "token_type_ids": torch.from_numpy(types), "task_ids": torch.tensor(task_ids),
+            "labels": torch.from_numpy(labels)}
 
 
 def subsample(n_total: int, n: int, seed: int) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Fetch the GLUE data: HTTP download with resume, retries and sha256 checks; safe zip extraction;
-MRPC rebuilt from its source files; the official archive table.
+"""Fetch the GLUE data: HTTP download with resume, retries and sha256 checks (`download`, tl's one HTTP
+downloader, which tl.hub uses for models too); safe zip extraction; MRPC rebuilt from its source files;
+the official archive table. Imports tl.tasks only (never tl.hub).
 
 Follows GLUE's own `download_glue_data.py` (nyu-mll/GLUE-baselines; W4ngatang's gist): the same
 archives on dl.fbaipublicfiles.com, each unpacked into a folder named after the task, and MRPC
@@ -94,9 +95,10 @@ def _transient(error: Exception) -> bool:
 
 
 def download(url: str, dest, sha256: Optional[str] = None, retries: int = 5, backoff: float = 1.0,
-             timeout: float = 60.0, progress: bool = True) -> Path:
+             timeout: float = 60.0, progress: bool = True, missing_ok: bool = False) -> Optional[Path]:
     """Download `url` to `dest`, resuming from `dest.part` with an HTTP Range request after a dropped
-    connection (within this call, with exponential backoff, or in a later call), then verify sha256."""
+    connection (within this call, with exponential backoff, or in a later call), then verify sha256.
+    With `missing_ok`, None when the server has no such file (HTTP 404) instead of an OSError."""
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     if dest.exists():  # fetched by an earlier run that stopped before using it
@@ -109,6 +111,8 @@ def download(url: str, dest, sha256: Optional[str] = None, retries: int = 5, bac
             _fetch_into(url, part, timeout, progress, desc=dest.name)
             break
         except Exception as error:  # noqa: BLE001 - classified by _transient
+            if missing_ok and isinstance(error, urllib.error.HTTPError) and error.code == 404:
+                return None
             if not _transient(error) or attempt == retries:
                 kept = part.stat().st_size if part.exists() else 0
                 raise OSError(f"download of {url} failed after {attempt + 1} attempt(s): {error}; "

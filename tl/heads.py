@@ -1,4 +1,7 @@
-"""Task heads and the multi-task model: one shared Encoder, one small head per task.
+"""Task heads and the multi-task model: one shared Encoder, heads shared by task or by label count.
+
+Imports nothing from tl: the encoder is duck-typed (`.config`, `.pooler`, called as
+`encoder(input_ids, attention_mask, token_type_ids)`), so this file works copied beside model.py alone.
 
 Each head has its model family's own form, as in Hugging Face's `*ForSequenceClassification`, so a
 single-task model fine-tuned here matches what `run_glue.py` would train:
@@ -6,26 +9,37 @@ single-task model fine-tuned here matches what `run_glue.py` would train:
 - RoBERTa: `<s>` -> dropout -> `dense` -> tanh -> dropout -> `out_proj` (the `classifier.*` keys of
   RobertaForSequenceClassification; RoBERTa checkpoints carry no trained pooler).
 - DistilBERT: [CLS] -> `pre_classifier` -> ReLU -> dropout -> `classifier`.
-A regression task (STS-B) is the same head with one output and a mean-squared-error loss.
+A regression task (STS-B) is the same head with one output and a squared-error loss.
+
+Sharing (`share=`): "task" gives every task its own head. "label_count" is the authors' rule
+(orionw/MTLvsIFT `huggingface_extensions.py`, `*ForSequenceClassificationGLUE`): one head per label
+count, `classifier` (2-way), `mclassifier` (3-way) and `regression`, shared by every task with that
+count, so STILTs carries the support's trained head into a target with the same count. The authors
+used RoBERTa's classification head (dense-tanh-out_proj over the first token, no pooler) for BERT as
+well, and raised NotImplementedError for other counts; tl keeps the family's own head in both modes
+and names other counts `classifier<n>`.
 
 `MultiTaskModel` runs the encoder once over a batch whose rows may come from different tasks and
-applies each head to its own rows (the heterogeneous batches of the paper). Its loss is the *sum* of
-per-example losses; the training loop divides by the number of examples in the whole optimizer step
-(STYLE.md principle 9), so every example weighs the same whatever its task, micro-batch or rank.
+applies each task's head to its own rows (the heterogeneous batches of the paper). `losses` returns
+one fp32 loss per row; the training loop weighs them (tl/train.py).
 
 Notation: B batch rows, T tokens, H hidden size, C classes.
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from tl.model import Encoder
+if TYPE_CHECKING:  # duck-typed at run time, so heads.py works copied beside model.py alone
+    from tl.model import Encoder
 
 # Hugging Face's default `initializer_range`; heads are initialised as `_init_weights` does.
 INIT_STD = 0.02
@@ -95,10 +109,23 @@ class DistilBertHead(nn.Module):
 HEADS = {"bert": BertHead, "roberta": RobertaHead, "distilbert": DistilBertHead}
 
 
-class MultiTaskModel(nn.Module):
-    """An Encoder shared by all tasks plus `heads[task]`; `specs[i]` is task id i of the batches."""
+def label_count_key(spec: HeadSpec) -> str:
+    """The head a task uses when heads are shared by label count (the authors' three heads)."""
+    if spec.regression:
+        return "regression"
+    return {2: "classifier", 3: "mclassifier"}.get(spec.num_labels, f"classifier{spec.num_labels}")
 
-    def __init__(self, encoder: Encoder, specs: list[HeadSpec]):
+
+SHARES = ("task", "label_count")
+
+
+class MultiTaskModel(nn.Module):
+    """An Encoder shared by all tasks plus `heads[head_key(t)]`; `specs[t]` is task id t of the batches.
+
+    share="task": one head per task, under the task's name. share="label_count": one head per label
+    count, shared by every task with that count (`label_count_key`)."""
+
+    def __init__(self, encoder: "Encoder", specs: list[HeadSpec], share: str = "task"):
         super().__init__()
         config = encoder.config
         if config.model_type not in HEADS:
@@ -107,11 +134,19 @@ class MultiTaskModel(nn.Module):
             raise ValueError("BERT heads classify the pooled [CLS]; this checkpoint has no pooler weights")
         if len({s.task for s in specs}) != len(specs):
             raise ValueError(f"duplicate task heads: {[s.task for s in specs]}")
+        if share not in SHARES:
+            raise ValueError(f"share must be one of {SHARES}, got {share!r}")
         self.encoder = encoder
         self.specs = list(specs)
+        self.share = share
         head = HEADS[config.model_type]
-        dropout = config.hidden_dropout_prob
-        self.heads = nn.ModuleDict({s.task: head(config.hidden_size, s.num_labels, dropout) for s in specs})
+        sizes = {self.head_key(t): s.num_labels for t, s in enumerate(self.specs)}  # one head per key
+        self.heads = nn.ModuleDict({k: head(config.hidden_size, n, config.hidden_dropout_prob) for k, n in sizes.items()})
+
+    def head_key(self, task: int) -> str:
+        """The key in `heads` of task id `task`'s head."""
+        spec = self.specs[task]
+        return spec.task if self.share == "task" else label_count_key(spec)
 
     def features(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, H) last hidden state -> (B, H) what the heads read."""
@@ -127,58 +162,70 @@ class MultiTaskModel(nn.Module):
         if task_ids is None:
             task_ids = torch.zeros(len(feats), dtype=torch.long, device=feats.device)
         outputs = []
-        for t, spec in enumerate(self.specs):
+        for t in range(len(self.specs)):
             rows = (task_ids == t).nonzero(as_tuple=True)[0]
             if len(rows):
-                outputs.append((t, rows, self.heads[spec.task](feats[rows])))
+                outputs.append((t, rows, self.heads[self.head_key(t)](feats[rows])))
         return outputs
 
-    def loss_sum(self, batch: dict) -> tuple[torch.Tensor, int]:
-        """Sum of per-example losses over the batch (cross-entropy or squared error, in fp32) and the
-        number of examples it covers."""
+    def losses(self, batch: dict) -> torch.Tensor:
+        """(B,) fp32 per-example losses in batch row order: cross-entropy, or squared error for a
+        regression head. The caller weighs and sums them (tl/train.py)."""
         outs = self.forward(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), batch["task_ids"])
         labels = batch["labels"]
-        total = labels.new_zeros((), dtype=torch.float32)
-        for t, rows, logits in outs:
+        per = labels.new_zeros(len(labels), dtype=torch.float32)
+        covered = 0
+        for t, rows, out in outs:
             gold = labels[rows]
             if self.specs[t].regression:
-                total = total + F.mse_loss(logits.float().squeeze(-1), gold.float(), reduction="sum")
+                row_loss = F.mse_loss(out.float().squeeze(-1), gold.float(), reduction="none")
             else:
-                total = total + F.cross_entropy(logits.float(), gold.long(), reduction="sum")
-        return total, len(labels)
+                row_loss = F.cross_entropy(out.float(), gold.long(), reduction="none")
+            per = per.index_copy(0, rows, row_loss)  # out of place: gradients flow to row_loss
+            covered += len(rows)
+        if covered != len(labels):
+            raise ValueError(f"losses: {len(labels) - covered} rows have a task id outside 0..{len(self.specs) - 1}")
+        return per
 
     # ---- persistence: heads.safetensors beside the encoder's model.safetensors ----
 
     def save_heads(self, directory: Path) -> None:
-        """Write `heads.safetensors` (keys `<task>.<param>`) and `heads.json` (the HeadSpecs)."""
-        import json
-        import os
-
+        """Write `heads.safetensors` (keys `<head key>.<param>`) and `heads.json` (specs and share mode)."""
         directory = Path(directory)
-        tensors = {f"{k}": v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
         tmp = directory / "heads.safetensors.tmp"
         save_file(tensors, str(tmp))
         os.replace(tmp, directory / "heads.safetensors")
         tmp = directory / "heads.json.tmp"
-        tmp.write_text(json.dumps([asdict(s) for s in self.specs], indent=1))
+        tmp.write_text(json.dumps({"share": self.share, "specs": [asdict(s) for s in self.specs]}, indent=1))
         os.replace(tmp, directory / "heads.json")
 
     def load_heads(self, directory: Path, mapping: dict[str, str] | None = None) -> list[str]:
-        """Copy saved heads into this model's; returns the tasks whose head was loaded.
+        """Copy saved heads into this model's; returns the head keys that were loaded.
 
-        `mapping` {own task: saved task} (default: each task from its own name) lets STILTs start
-        the target's head from the support's where both have the same label space. A head missing
-        from the file, or of another shape, is left as initialised."""
+        `mapping` {own head key: saved head key} (default: every head from its own key) lets STILTs
+        start the target's head from the support's trained one; the recipe decides when (the authors:
+        same label count; tl: same label strings). A head missing from the file, or of another
+        shape, is left as initialised."""
         saved = load_file(str(Path(directory) / "heads.safetensors"))
         own = self.heads.state_dict()
-        mapping = mapping if mapping is not None else {s.task: s.task for s in self.specs}
+        mapping = mapping if mapping is not None else {k: k for k in self.heads}
         loaded = []
-        for task, source in mapping.items():
-            keys = [k for k in own if k.startswith(task + ".")]
-            sources = [source + k[len(task):] for k in keys]
-            if keys and all(src in saved and saved[src].shape == own[k].shape for k, src in zip(keys, sources)):
+        for key, source in mapping.items():
+            names = [k for k in own if k.startswith(key + ".")]
+            sources = [source + k[len(key):] for k in names]
+            if names and all(src in saved and saved[src].shape == own[k].shape for k, src in zip(names, sources)):
                 with torch.no_grad():
-                    for k, src in zip(keys, sources):
+                    for k, src in zip(names, sources):
                         own[k].copy_(saved[src])
-                loaded.append(task)
+                loaded.append(key)
         return loaded
+
+
+def read_head_config(directory: Path) -> tuple[list[HeadSpec], str]:
+    """The HeadSpecs and share mode a `save_heads` folder was written with (older folders: a list of
+    specs, one head per task)."""
+    saved = json.loads((Path(directory) / "heads.json").read_text())
+    if isinstance(saved, list):
+        saved = {"share": "task", "specs": saved}
+    return [HeadSpec(**s) for s in saved["specs"]], saved["share"]

@@ -6,17 +6,15 @@
   3. a Hugging Face hub name (`roberta-base`, `distilroberta-base`, `bert-base-uncased`, `org/name`),
      downloaded once over HTTPS from `https://huggingface.co/{name}/resolve/main/{file}` into
      `~/.cache/tl/models/<name>` (root overridable with $TL_CACHE, base URL with $TL_HUB_URL).
-Each file is streamed into a temporary file with a progress bar, checked against the server's
-Content-Length, then renamed into place, so the cache never holds a partial file.
+Each file goes through `tl.download.download` (the one HTTP downloader: retries, resume of a cut-off
+transfer from `<file>.part`, rename into place when complete), so the cache never holds a partial file
+under a real name. Imports tl.download only (which never imports this file).
 """
-import http.client
 import importlib
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
+from tl.download import download
 
 HUB_URL = "https://huggingface.co"
 # lower-cased name -> (package, function returning its model folder)
@@ -31,6 +29,7 @@ REQUIRED = [["config.json"], ["model.safetensors", "pytorch_model.bin"],
             ["tokenizer.json", "vocab.txt", "vocab.json+merges.txt"]]
 OPTIONAL = ["tokenizer_config.json", "special_tokens_map.json"]
 TIMEOUT_S = 30
+RETRIES, BACKOFF_S = 2, 1.0  # a flaky connection is retried twice (after 1 s, then 2 s), resuming each time
 
 
 def resolve_model(name_or_path, cache_dir=None) -> Path:
@@ -50,7 +49,7 @@ def resolve_model(name_or_path, cache_dir=None) -> Path:
         except ImportError:
             pass  # not installed: fetch it from the hub instead
     repo = HUB_ALIASES.get(name.lower(), name)
-    return download(repo, model_cache(repo, cache_dir))
+    return fetch_model(repo, model_cache(repo, cache_dir))
 
 
 def model_cache(repo: str, cache_dir=None) -> Path:
@@ -66,54 +65,24 @@ def missing(folder: Path) -> list:
     return [" or ".join(alts) for alts in REQUIRED if not any(have(a) for a in alts)]
 
 
-def download(repo: str, folder: Path) -> Path:
+def fetch_model(repo: str, folder: Path) -> Path:
     """Fetch the files a model folder needs from the hub into `folder` (skipping those already there)."""
     if not missing(folder):
         return folder
     base = os.environ.get("TL_HUB_URL", HUB_URL).rstrip("/")
-    folder.mkdir(parents=True, exist_ok=True)
+    fetch = lambda name: download(f"{base}/{repo}/resolve/main/{name}", folder / name, retries=RETRIES,
+                                  backoff=BACKOFF_S, timeout=TIMEOUT_S, missing_ok=True) is not None
     try:
         for alternatives in REQUIRED:
-            if not any(all(fetch(f"{base}/{repo}/resolve/main/{f}", folder / f) for f in alt.split("+"))
-                       for alt in alternatives):
+            if not any(all(fetch(f) for f in alt.split("+")) for alt in alternatives):
                 raise FileNotFoundError(f"{base}/{repo} has no {' or '.join(alternatives)}; is {repo!r} "
                                         f"a BERT/RoBERTa model on the hub? (cache folder: {folder})")
         for f in OPTIONAL:
-            fetch(f"{base}/{repo}/resolve/main/{f}", folder / f)
+            fetch(f)
     except FileNotFoundError:
         raise
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # unreachable, timed out, cut off
-        reason = getattr(e, "reason", e)
+    except OSError as e:  # unreachable, timed out, cut off, refused (HTTP 401/403: private or gated)
         raise FileNotFoundError(
-            f"cannot download {repo} from {base} ({reason}); to work offline, place "
+            f"cannot download {repo} from {base} ({e}); to work offline, place "
             f"{', '.join(missing(folder) or ['the model files'])} in {folder}, or pass a local folder") from None
     return folder
-
-
-def fetch(url: str, dest: Path) -> bool:
-    """Download `url` to `dest` atomically; False if the server has no such file (HTTP 404)."""
-    if dest.is_file():
-        return True
-    try:
-        response = urllib.request.urlopen(url, timeout=TIMEOUT_S)
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return False
-        hint = "; private, gated or no such model" if e.code in (401, 403) else ""
-        raise FileNotFoundError(f"cannot download {url}: HTTP {e.code} {e.reason}{hint}") from None
-    size = response.headers.get("Content-Length")
-    size = int(size) if size is not None else None
-    tmp, done = dest.with_name(dest.name + ".part"), 0
-    try:
-        bar = tqdm(total=size, unit="B", unit_scale=True, desc=dest.name, leave=False)
-        with response, open(tmp, "wb") as out, bar:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-                done += len(chunk)
-                bar.update(len(chunk))
-        if size is not None and done != size:
-            raise ConnectionError(f"{url} sent {done} of {size} bytes")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True

@@ -1,13 +1,13 @@
 """The encoder: BERT, RoBERTa and DistilBERT in pure PyTorch, loading Hugging Face checkpoints.
 
 Follows transformers' `BertModel`, `RobertaModel` and `DistilBertModel` (a post-LayerNorm Transformer
-encoder, Devlin et al. 2019) number for number; DistilRoBERTa is `roberta` with 6 layers. The module
-tree mirrors the checkpoint tree of BertModel (`embeddings.*`, `encoder.layer.N.attention.self.query`,
-...), so loading is an identity copy; DistilBERT's different names go through one declarative key map.
-
-Padding is removed inside the encoder: every Linear, LayerNorm and activation runs only over the N real
-tokens of the batch, and only attention sees the padded (B, T) grid (the "unpadding" of MosaicBERT and
-FlashAttention's varlen kernels). Outputs at padding positions are zero.
+encoder, Devlin et al. 2019) number for number; DistilRoBERTa is `roberta` with 6 layers. The module tree
+mirrors BertModel's checkpoint tree, DistilBERT's names go through one key map, and each layer's
+query/key/value are fused into one `attention.self.qkv` at load and split back on save (gpt-fast's load
+hook), so folders saved here load in transformers. Padding is removed inside the encoder: Linears,
+LayerNorms and activations run over the N real tokens only, attention over the padded (B, T) grid (the
+"unpadding" of MosaicBERT and FlashAttention's varlen kernels); outputs at padding positions are zero.
+Imports no tl file (only torch and safetensors): it can be copied alone into another project.
 
 Notation: B batch, T tokens per row, N real (non-padding) tokens in the batch, H hidden size,
 nh attention heads, hs head size (H = nh * hs), I intermediate (feed-forward) size.
@@ -15,16 +15,13 @@ nh attention heads, hs head size (H = nh * hs), I intermediate (feed-forward) si
 import dataclasses
 import json
 import logging
-import math
 import os
 import pickle
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -36,40 +33,25 @@ MODEL_TYPES = ("bert", "roberta", "distilbert")
 ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "distilbert": "DistilBertModel"}
 
 # hidden_act names of transformers' ACT2FN that these checkpoints use
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-}
+ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+               "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu, "silu": F.silu,
+               "swish": F.silu}
 
 # DistilBertConfig's keys -> the BertConfig keys tl uses; DistilBERT has no token types and a fixed
 # LayerNorm eps (transformers' distilbert `Embeddings` and `TransformerBlock` hard-code 1e-12)
-DISTILBERT_CONFIG_KEYS = {
-    "dim": "hidden_size",
-    "n_layers": "num_hidden_layers",
-    "n_heads": "num_attention_heads",
-    "hidden_dim": "intermediate_size",
-    "activation": "hidden_act",
-    "dropout": "hidden_dropout_prob",
-    "attention_dropout": "attention_probs_dropout_prob",
-}
+DISTILBERT_CONFIG_KEYS = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+                          "hidden_dim": "intermediate_size", "activation": "hidden_act",
+                          "dropout": "hidden_dropout_prob", "attention_dropout": "attention_probs_dropout_prob"}
 DISTILBERT_FIXED = {"type_vocab_size": 0, "layer_norm_eps": 1e-12, "position_embedding_type": "absolute"}
 
-# DistilBERT checkpoint names -> tl (BertModel) names; {} is the layer index
-DISTILBERT_KEYS = {
-    "transformer.layer.{}.attention.q_lin": "encoder.layer.{}.attention.self.query",
-    "transformer.layer.{}.attention.k_lin": "encoder.layer.{}.attention.self.key",
-    "transformer.layer.{}.attention.v_lin": "encoder.layer.{}.attention.self.value",
-    "transformer.layer.{}.attention.out_lin": "encoder.layer.{}.attention.output.dense",
-    "transformer.layer.{}.sa_layer_norm": "encoder.layer.{}.attention.output.LayerNorm",
-    "transformer.layer.{}.ffn.lin1": "encoder.layer.{}.intermediate.dense",
-    "transformer.layer.{}.ffn.lin2": "encoder.layer.{}.output.dense",
-    "transformer.layer.{}.output_layer_norm": "encoder.layer.{}.output.LayerNorm",
-}
+# DistilBERT checkpoint names -> BertModel names; {} is the layer index
+DISTILBERT_KEYS = {f"transformer.layer.{{}}.{a}": f"encoder.layer.{{}}.{b}" for a, b in {
+    "attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
+    "attention.v_lin": "attention.self.value", "attention.out_lin": "attention.output.dense",
+    "sa_layer_norm": "attention.output.LayerNorm", "ffn.lin1": "intermediate.dense", "ffn.lin2": "output.dense",
+    "output_layer_norm": "output.LayerNorm"}.items()}
 KEY_MAPS = {"bert": {}, "roberta": {}, "distilbert": DISTILBERT_KEYS}
+QKV = ("query", "key", "value")  # the checkpoint's three projections, in the order of the fused `qkv`
 
 # prefixes of the task models (BertForSequenceClassification, RobertaForMaskedLM, ...) around the encoder
 PREFIXES = ("bert.", "roberta.", "distilbert.")
@@ -99,7 +81,6 @@ class EncoderConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     position_embedding_type: str = "absolute"
-    sinusoidal_pos_embds: bool = False  # DistilBERT only: fixed sinusoidal position embeddings
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -109,8 +90,9 @@ class EncoderConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
-            raise ValueError(f"type_vocab_size must be a non-negative integer, got {self.type_vocab_size!r}")
+        if not isinstance(self.type_vocab_size, int) or (self.model_type == "distilbert") != (self.type_vocab_size == 0):
+            raise ValueError(f"type_vocab_size must be 0 for distilbert (no token types) and a positive integer "
+                             f"otherwise, got {self.type_vocab_size!r} for {self.model_type}")
         if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:
             raise ValueError(f"pad_token_id must be an integer in [0, vocab_size), got {self.pad_token_id!r}")
         if self.hidden_size % self.num_attention_heads:
@@ -124,12 +106,6 @@ class EncoderConfig:
         if self.position_embedding_type != "absolute":
             raise ValueError(f"position_embedding_type {self.position_embedding_type!r} is not supported; "
                              "tl implements 'absolute' only")
-        if self.model_type == "distilbert" and self.type_vocab_size != 0:
-            raise ValueError("DistilBERT has no token type embeddings: type_vocab_size must be 0")
-        if self.model_type != "distilbert" and self.type_vocab_size == 0:
-            raise ValueError(f"{self.model_type} needs token type embeddings: type_vocab_size must be >= 1")
-        if self.sinusoidal_pos_embds and self.model_type != "distilbert":
-            raise ValueError("sinusoidal_pos_embds is a DistilBERT option")
         if self.model_type == "roberta" and self.max_position_embeddings <= self.pad_token_id + 1:
             raise ValueError("RoBERTa positions start at pad_token_id + 1: max_position_embeddings is too small")
 
@@ -148,8 +124,7 @@ class EncoderConfig:
         if model_type == "distilbert":
             d = {DISTILBERT_CONFIG_KEYS.get(k, k): v for k, v in d.items()} | DISTILBERT_FIXED
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        missing = [name for name, f in fields.items()
-                   if name not in d and f.default is dataclasses.MISSING]
+        missing = [name for name, f in fields.items() if name not in d and f.default is dataclasses.MISSING]
         if missing:
             raise ValueError(f"{source}: missing {', '.join(repr(m) for m in missing)}; "
                              f"a {model_type} config.json needs them")
@@ -162,10 +137,9 @@ class EncoderConfig:
     def from_checkpoint(cls, folder) -> "EncoderConfig":
         """Read `folder/config.json`."""
         path = Path(folder) / "config.json"
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"{folder}: no such model folder")
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found; a model folder needs config.json beside its weights")
+            raise FileNotFoundError(f"{folder}: no such model folder" if not Path(folder).is_dir() else
+                                    f"{path}: not found; a model folder needs config.json beside its weights")
         try:
             d = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -180,144 +154,47 @@ class EncoderConfig:
         if self.model_type == "distilbert":
             inverse = {v: k for k, v in DISTILBERT_CONFIG_KEYS.items()}
             d = {inverse.get(k, k): v for k, v in d.items() if k not in DISTILBERT_FIXED}
-        else:
-            del d["sinusoidal_pos_embds"]
         return {"architectures": [ARCHITECTURES[self.model_type]], **d}
-
-    def save(self, folder) -> Path:
-        """Write `folder/config.json` atomically."""
-        path = Path(folder) / "config.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-        return path
 
 
 # --------------------------------------------------------------------------------------------- padding
 class Grid(NamedTuple):
-    """Where the N real tokens sit in the padded (B, T) batch; `keep` is None when nothing is padded."""
+    """Where the N real tokens sit in the padded (B, T) batch; `keep` and `mask` are None when nothing is padded."""
 
     keep: Optional[torch.Tensor]  # (N,) flat indices into B * T
     B: int
     T: int
-    mask: Optional[torch.Tensor]  # (B, 1, 1, T) bool, True = attend; None when nothing is padded
-    bias: Optional[torch.Tensor] = None  # (B, 1, 1, T) float, 0 / -inf: `mask` as an additive bias, built once
+    mask: Optional[torch.Tensor]  # (B, 1, 1, T) bool, True = attend
 
+    @classmethod
+    def of(cls, attention_mask: Optional[torch.Tensor], B: int, T: int) -> "Grid":
+        """The Grid of a (B, T) attention mask (1 = real token; None = no padding)."""
+        if attention_mask is None or bool(attention_mask.all()):
+            return cls(None, B, T, None)
+        keep = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,)
+        return cls(keep, B, T, attention_mask.bool()[:, None, None, :])
 
-def to_grid(x: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """(N, D) -> (B, T, D), zeros at padding."""
-    if grid.keep is None:
-        return x.view(grid.B, grid.T, -1)
-    out = x.new_zeros(grid.B * grid.T, x.shape[-1])
-    return out.index_copy(0, grid.keep, x).view(grid.B, grid.T, -1)
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (B, T, D), zeros at padding."""
+        if self.keep is None:
+            return x.view(self.B, self.T, -1)
+        return x.new_zeros(self.B * self.T, x.shape[-1]).index_copy(0, self.keep, x).view(self.B, self.T, -1)
 
-
-def from_grid(x: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """(B, T, D) -> (N, D)."""
-    x = x.reshape(grid.B * grid.T, -1)
-    return x if grid.keep is None else x.index_select(0, grid.keep)
-
-
-# --------------------------------------------------------------------------------------------- dropout
-def mask_chunk(n: int) -> int:
-    """Entries per generator in `keep_mask` for an n-entry mask: a function of n alone, so that masks do
-    not depend on the thread count. 2^18 up to 2^22 entries (a MiniLM batch's hidden masks: 2 cores busy
-    from 0.3M entries; 650k: 2.6 -> 1.1 ms), 2^20 above (fewer generator setups; 25M: 50 -> 38 ms)."""
-    return 1 << 18 if n <= 1 << 22 else 1 << 20
-
-
-_mask_pool: Optional[tuple] = None  # (pid, workers, ThreadPoolExecutor), made on first use in each process
-
-
-def keep_mask(shape, p: float, device, scale: Optional[float] = None) -> torch.Tensor:
-    """A bool tensor, each entry True with probability 1 - p, independently; seeded by torch's generator.
-    With `scale`, a float32 tensor of `scale` (kept) and 0 (dropped) instead: dropout is then one multiply.
-
-    torch's CPU `bernoulli_` and `random_` draw one number at a time from a single Mersenne Twister on one
-    thread (3 ns an entry: 7% of a MiniLM training step at batch 128, most of dropout's cost). Here torch's
-    generator only draws one 62-bit seed per chunk of `mask_chunk(n)` entries; each chunk is filled by its own
-    numpy PCG64 generator with uniform 32-bit integers, compared with round(p * 2^32) (so the realised drop
-    probability is p to within 2^-33), the chunks in parallel on torch's thread count (numpy releases the
-    GIL). 2-3x faster than `random_` on 2 cores for masks of 2M+ entries. Same seed, same mask, whatever
-    the thread count; resuming from torch's saved RNG state resumes the masks."""
-    n = math.prod(shape)
-    size = mask_chunk(n)
-    chunks = max(1, -(-n // size))
-    seeds = torch.randint(0, 2**62, (chunks,)).tolist()
-    threshold = np.uint32(round(p * 2**32))
-    out = np.empty(n, dtype=bool if scale is None else np.float32)
-
-    def fill(i: int) -> None:
-        lo, hi = i * size, min(n, (i + 1) * size)
-        draws = np.random.Generator(np.random.PCG64(seeds[i])).integers(0, 2**32, hi - lo, dtype=np.uint32)
-        if scale is None:
-            np.greater_equal(draws, threshold, out=out[lo:hi])
-        else:
-            np.multiply(draws >= threshold, np.float32(scale), out=out[lo:hi])
-
-    threads = min(chunks, torch.get_num_threads())
-    if threads == 1:
-        for i in range(chunks):
-            fill(i)
-    else:
-        global _mask_pool
-        if _mask_pool is None or _mask_pool[:2] != (os.getpid(), threads):  # a forked child needs its own
-            if _mask_pool is not None and _mask_pool[0] == os.getpid():
-                _mask_pool[2].shutdown(wait=False)
-            _mask_pool = os.getpid(), threads, ThreadPoolExecutor(threads, thread_name_prefix="tl-dropout")
-        list(_mask_pool[2].map(fill, range(chunks)))
-    return torch.from_numpy(out).view(shape).to(device)
-
-
-def own_dropout(p: float, training: bool, x: torch.Tensor) -> bool:
-    """Whether tl draws this dropout itself (`keep_mask`): training on CPU with 0 < p < 1. Other devices
-    keep F.dropout's and SDPA's fused kernels."""
-    return training and 0.0 < p < 1.0 and x.device.type == "cpu"
-
-
-def dropout(x: torch.Tensor, p: float, training: bool, residual: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """F.dropout (plus `residual`, if given); on CPU with `keep_mask` (same distribution, cheaper masks)."""
-    if not own_dropout(p, training, x):
-        y = F.dropout(x, p, training)
-        return y if residual is None else residual + y
-    # one multiply by a mask of 1 / (1 - p) and 0: one pass forward, one backward (`where` + `mul_`: two
-    # each; a bool mask in `*` is first copied to float, forward and backward); with the residual add in
-    # the same pass (addcmul)
-    mask = keep_mask(x.shape, p, x.device, scale=1.0 / (1.0 - p)).to(x.dtype)
-    return x * mask if residual is None else torch.addcmul(residual, x, mask)
-
-
-class Dropout(nn.Dropout):
-    """nn.Dropout through `dropout` (no state: checkpoints are unchanged)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (N, D)."""
+        x = x.reshape(self.B * self.T, -1)
+        return x if self.keep is None else x.index_select(0, self.keep)
 
 
 # --------------------------------------------------------------------------------------------- modules
-def bert_positions(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-    """(B, T) -> (B, T): 0 .. T-1 in every row."""
-    return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-
-
-def roberta_positions(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
-    """(B, T) -> (B, T): positions count real tokens from pad_token_id + 1; padding keeps pad_token_id
-    (fairseq `utils.make_positions`, as transformers' `create_position_ids_from_input_ids`)."""
-    real = input_ids.ne(pad_token_id).long()
-    return torch.cumsum(real, dim=1) * real + pad_token_id
-
-
-POSITIONS = {"bert": bert_positions, "roberta": roberta_positions, "distilbert": bert_positions}
-
-
-def sinusoidal_table(n_pos: int, dim: int) -> torch.Tensor:
-    """(n_pos, dim) fixed position table of Vaswani et al. 2017, as DistilBERT's `create_sinusoidal_embeddings`."""
-    pos = torch.arange(n_pos, dtype=torch.float64)[:, None]
-    freq = torch.pow(10000.0, 2 * (torch.arange(dim) // 2) / dim)[None, :]
-    table = pos / freq
-    table[:, 0::2], table[:, 1::2] = table[:, 0::2].sin(), table[:, 1::2].cos()
-    return table.float()
+def position_ids(input_ids: torch.Tensor, config: EncoderConfig) -> torch.Tensor:
+    """(B, T) -> (B, T). BERT, DistilBERT: 0 .. T-1 in every row. RoBERTa: real tokens count from
+    pad_token_id + 1 and padding keeps pad_token_id (fairseq `utils.make_positions`, as transformers'
+    `create_position_ids_from_input_ids`)."""
+    if config.model_type != "roberta":
+        return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    real = input_ids.ne(config.pad_token_id).long()
+    return torch.cumsum(real, dim=1) * real + config.pad_token_id
 
 
 class Embeddings(nn.Module):
@@ -329,14 +206,11 @@ class Embeddings(nn.Module):
         self.word_embeddings = nn.Embedding(config.vocab_size, H, padding_idx=pad)
         # RoBERTa's padding positions point at row pad_token_id, which therefore gets no gradient
         position_pad = pad if config.model_type == "roberta" else None
+        # DistilBERT's sinusoidal_pos_embds tables are in its checkpoints and train on, as in transformers 5
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, H, padding_idx=position_pad)
-        if config.sinusoidal_pos_embds:
-            with torch.no_grad():
-                self.position_embeddings.weight.copy_(sinusoidal_table(config.max_position_embeddings, H))
-            self.position_embeddings.weight.requires_grad_(False)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, H) if config.type_vocab_size else None
         self.LayerNorm = nn.LayerNorm(H, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, position_ids, token_type_ids):
         x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
@@ -346,75 +220,57 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over the padded grid; names mirror `attention.self`."""
+    """Multi-head self-attention over the padded grid: `attention.self`, its query/key/value fused in `qkv`."""
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
         H = config.hidden_size
-        self.query, self.key, self.value = nn.Linear(H, H), nn.Linear(H, H), nn.Linear(H, H)
+        self.qkv = nn.Linear(H, 3 * H)  # rows: query, key, value (QKV)
         self.nh, self.hs = config.num_attention_heads, H // config.num_attention_heads
         self.dropout_p = config.attention_probs_dropout_prob
+        self.register_load_state_dict_pre_hook(SelfAttention.fuse_qkv)
+
+    def fuse_qkv(self, state: dict, prefix: str, *args) -> None:
+        """Load hook (gpt-fast's `Attention.load_hook`): the checkpoint's `query`, `key` and `value` become one
+        (3H, H) `qkv` weight and (3H,) bias, once, so that every forward does one matmul and no concatenation.
+        A state dict already fused (tl's own `state_dict()`) passes through."""
+        for param in ("weight", "bias"):
+            names = [f"{prefix}{n}.{param}" for n in QKV]
+            if all(n in state for n in names):
+                state[f"{prefix}qkv.{param}"] = torch.cat([state.pop(n) for n in names])
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         B, T, nh, hs = grid.B, grid.T, self.nh, self.hs
-        # one (N, H) x (H, 3H) matmul and one scatter to the grid instead of three of each; the weights
-        # stay three Linears, as the checkpoint stores them (the concatenation copies 3 H^2 floats per
-        # step). Same outputs; in interleaved A/Bs of MiniLM training steps (1 CPU thread) 1-6% less CPU
-        # time on short sequences (SST-2), within noise on long ones (RTE); fewer operations to launch
-        p = self.dropout_p if self.training else 0.0
-        own = own_dropout(p, self.training, x)  # then attention_cpu_dropout
-        wq, wk, wv = self.query.weight, self.key.weight, self.value.weight
-        bq, bk, bv = self.query.bias, self.key.bias, self.value.bias
-        if own:  # its q and v scales go into the weights: 4 H^2 + 2 H multiplies instead of 2 N H, and their backward
-            s, c = hs**-0.5, 1.0 / (1.0 - p)
-            wq, bq, wv, bv = wq * s, bq * s, wv * c, bv * c
-        w, b = torch.cat([wq, wk, wv]), torch.cat([bq, bk, bv])  # (3H, H), (3H,)
-        qkv = to_grid(F.linear(x, w, b), grid).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        qkv = grid.pad(self.qkv(x)).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
         q, k, v = qkv.unbind(0)  # (B, nh, T, hs) each
-        if own:
-            y = attention_cpu_dropout(q, k, v, grid.bias, p)
+        p = self.dropout_p if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=grid.mask, dropout_p=p)  # (B, nh, T, hs)
+        return grid.unpad(y.transpose(1, 2))  # (N, H)
+
+
+def split_qkv(state: dict) -> dict:
+    """The inverse of `fuse_qkv` over a whole state dict: each `...attention.self.qkv.*` -> query/key/value."""
+    out = {}
+    for key, tensor in state.items():
+        module, _, param = key.rpartition(".")
+        if module.endswith("attention.self.qkv"):
+            out.update({f"{module[:-3]}{n}.{param}": t for n, t in zip(QKV, tensor.chunk(3))})
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=grid.mask, dropout_p=p)  # (B, nh, T, hs)
-        return from_grid(y.transpose(1, 2), grid)  # (N, H)
-
-
-def attention_cpu_dropout(q, k, v, bias: Optional[torch.Tensor], p: float) -> torch.Tensor:
-    """softmax(q k^T + bias) with dropout p, times v: (B, nh, T, hs) -> (B, nh, T, hs), for q already
-    scaled by 1 / sqrt(hs) and v by dropout's 1 / (1 - p) (SelfAttention folds both into its weights).
-
-    What SDPA computes in training on CPU (it has no fused kernel with dropout there and falls back to
-    this math), with `keep_mask` instead of `bernoulli_` and the padding bias built once per batch
-    instead of per layer."""
-    scores = torch.matmul(q, k.transpose(-1, -2))  # (B, nh, T, T)
-    if bias is not None:
-        scores.add_(bias)
-    probs = torch.softmax(scores, dim=-1)
-    return torch.matmul(torch.where(keep_mask(probs.shape, p, probs.device), probs, 0.0), v)
+            out[key] = tensor
+    return out
 
 
 class AddNorm(nn.Module):
-    """dense -> dropout -> LayerNorm(x + residual); the `attention.output` and `output` blocks."""
+    """LayerNorm(residual + dropout(dense(x))): the `attention.output` and `output` blocks."""
 
     def __init__(self, d_in: int, config: EncoderConfig):
         super().__init__()
         self.dense = nn.Linear(d_in, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(dropout(self.dense(x), self.dropout.p, self.training, residual))
-
-
-class Intermediate(nn.Module):
-    """dense -> activation: the first half of the feed-forward block."""
-
-    def __init__(self, config: EncoderConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.act = ACTIVATIONS[config.hidden_act]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.dense(x))
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
 
 
 class Layer(nn.Module):
@@ -422,15 +278,16 @@ class Layer(nn.Module):
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        H = config.hidden_size
-        # a plain container, so that the names read `attention.self.query` as in the checkpoint
+        H, I = config.hidden_size, config.intermediate_size
+        # plain containers, so that the names read `attention.self.qkv`, `intermediate.dense` as in the checkpoint
         self.attention = nn.ModuleDict({"self": SelfAttention(config), "output": AddNorm(H, config)})
-        self.intermediate = Intermediate(config)
-        self.output = AddNorm(config.intermediate_size, config)
+        self.intermediate = nn.ModuleDict({"dense": nn.Linear(H, I)})
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.output = AddNorm(I, config)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         x = self.attention["output"](self.attention["self"](x, grid), x)
-        return self.output(self.intermediate(x), x)
+        return self.output(self.act(self.intermediate["dense"](x)), x)  # through (N, I)
 
 
 class Pooler(nn.Module):
@@ -446,36 +303,27 @@ class Pooler(nn.Module):
 
 class Encoder(nn.Module):
     """The encoder: `forward(input_ids, attention_mask, token_type_ids=None)` -> last hidden state (B, T, H),
-    zero at padding positions.
-
-    `pooler` is a `Pooler` or None (DistilBERT has none; `from_pretrained` keeps it iff the checkpoint has it).
-    """
+    zero at padding positions. `pooler` is a `Pooler` or None (DistilBERT has none; `from_pretrained`
+    keeps it iff the checkpoint has it)."""
 
     def __init__(self, config: EncoderConfig, pooler: Optional[bool] = None):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
         self.encoder = nn.ModuleDict({"layer": nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))})
-        if pooler is None:
-            pooler = config.model_type != "distilbert"
-        self.pooler = Pooler(config) if pooler else None
-        self.positions = POSITIONS[config.model_type]
+        self.pooler = Pooler(config) if (config.model_type != "distilbert" if pooler is None else pooler) else None
         if not self.embeddings.word_embeddings.weight.is_meta:  # on meta (from_pretrained) init costs ~1.5 s for nothing
             self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
-        """BERT's initialisation (transformers' `BertPreTrainedModel._init_weights`)."""
-        std = self.config.initializer_range
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding) and module.weight.requires_grad:
-            nn.init.normal_(module.weight, std=std)
-            if module.padding_idx is not None:
+        """BERT's initialisation (transformers' `BertPreTrainedModel._init_weights`); LayerNorms keep torch's
+        ones and zeros."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+            elif module.padding_idx is not None:
                 nn.init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -484,29 +332,21 @@ class Encoder(nn.Module):
         B, T = input_ids.shape
         if T > self.config.max_length:
             raise ValueError(f"sequence length {T} exceeds the model's {self.config.max_length} positions")
-        positions = self.positions(input_ids, self.config.pad_token_id)  # (B, T)
+        positions = position_ids(input_ids, self.config)  # (B, T)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        keep = None if attention_mask is None else attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,)
-        if keep is None or keep.numel() == B * T:
-            grid = Grid(None, B, T, None)
-        else:
-            mask = attention_mask.bool()[:, None, None, :]
-            bias = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
-            grid = Grid(keep, B, T, mask, bias)
-        flat = lambda t: from_grid(t.unsqueeze(-1), grid).squeeze(-1)  # (B, T) -> (N,): the real tokens
+        grid = Grid.of(attention_mask, B, T)
+        flat = lambda t: grid.unpad(t.unsqueeze(-1)).squeeze(-1)  # (B, T) -> (N,): the real tokens
         x = self.embeddings(flat(input_ids), flat(positions), flat(token_type_ids))  # (N, H)
         for layer in self.encoder["layer"]:
             x = layer(x, grid)
-        return to_grid(x, grid)  # (B, T, H)
+        return grid.pad(x)  # (B, T, H)
 
     # ----------------------------------------------------------------------------------- checkpoints
     @classmethod
     def from_pretrained(cls, folder, dtype: Optional[torch.dtype] = None, device=None) -> "Encoder":
         """Load `folder/config.json` + `model.safetensors` (or `pytorch_model.bin`), strictly.
-
-        Floating-point weights become `dtype` (default: torch's default dtype, float32), on `device`.
-        """
+        Floating-point weights become `dtype` (default: torch's default dtype, float32), on `device`."""
         folder = Path(folder)
         config = EncoderConfig.from_checkpoint(folder)
         path, checkpoint = read_weights(folder)
@@ -518,20 +358,25 @@ class Encoder(nn.Module):
         check_state(model, state, path, ignored)
         dtype = dtype or torch.get_default_dtype()
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        model.load_state_dict(state, assign=True)
+        model.load_state_dict(state, assign=True)  # SelfAttention.fuse_qkv runs here
         return model.to(device=device)
+
+    def checkpoint_state(self) -> dict:
+        """The state dict under the checkpoint's own names: `qkv` split back, DistilBERT's names restored."""
+        inverse = {v: k for k, v in KEY_MAPS[self.config.model_type].items()}
+        return {rename(k, inverse): v for k, v in split_qkv(self.state_dict()).items()}
 
     def save_pretrained(self, folder) -> Path:
         """Write `model.safetensors` + `config.json` in the Hugging Face layout (transformers can load them)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        inverse = {v: k for k, v in KEY_MAPS[self.config.model_type].items()}
-        tensors = {rename(k, inverse): v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        path = folder / "model.safetensors"
-        tmp = folder / "model.safetensors.tmp"
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.checkpoint_state().items()}
+        path, tmp = folder / "model.safetensors", folder / "model.safetensors.tmp"
         save_file(tensors, str(tmp), metadata={"format": "pt"})
         os.replace(tmp, path)
-        self.config.save(folder)
+        tmp = folder / "config.json.tmp"
+        tmp.write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, folder / "config.json")
         return path
 
 
@@ -560,15 +405,12 @@ def read_weights(folder: Path) -> tuple[Path, dict]:
 def rename(key: str, key_map: dict) -> str:
     """Apply a `{}`-templated module-name map to one tensor name (`...q_lin.weight` -> `...query.weight`)."""
     module, _, param = key.rpartition(".")
-    template = re.sub(r"\.(\d+)\.", ".{}.", module, count=1)
-    index = re.findall(r"\.(\d+)\.", module)[:1]
-    if template in key_map:
-        return key_map[template].format(*index) + "." + param
-    return key
+    template, index = re.sub(r"\.(\d+)\.", ".{}.", module, count=1), re.findall(r"\.(\d+)\.", module)[:1]
+    return key_map[template].format(*index) + "." + param if template in key_map else key
 
 
 def encoder_state(checkpoint: dict, model_type: str) -> tuple[dict, list]:
-    """Checkpoint names -> tl names: strip the task model's prefix, rename legacy LayerNorm
+    """Checkpoint names -> BertModel names: strip the task model's prefix, rename legacy LayerNorm
     gamma/beta and DistilBERT's layout; returns (encoder tensors, names of ignored non-encoder tensors)."""
     state, ignored = {}, []
     for key, tensor in checkpoint.items():
@@ -586,19 +428,14 @@ def encoder_state(checkpoint: dict, model_type: str) -> tuple[dict, list]:
 
 
 def check_state(model: Encoder, state: dict, path: Path, ignored: list) -> None:
-    """Raise one ValueError naming every missing, unexpected and mis-shaped tensor."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    """Raise one ValueError naming every missing, unexpected and mis-shaped tensor (BertModel names)."""
+    expected = {k: tuple(v.shape) for k, v in split_qkv(model.state_dict()).items()}
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
     misshaped = [f"{k} {tuple(state[k].shape)} (config.json implies {expected[k]})"
-                 for k in sorted(set(expected) & set(state)) if tuple(state[k].shape) != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {summarize(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {summarize(unexpected)}")
-    if misshaped:
-        problems.append(f"wrong shape {len(misshaped)}: {'; '.join(misshaped)}")
+                 for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k]]
+    problems = [f"{what} {len(keys)}: {text}" for what, keys, text in (
+        ("missing", missing, summarize(missing)), ("unexpected", unexpected, summarize(unexpected)),
+        ("wrong shape", misshaped, "; ".join(misshaped))) if keys]
     if problems:
         note = f" (ignored as not encoder: {summarize(ignored)})" if ignored and missing else ""
         raise ValueError(f"{path}: does not fit the {model.config.model_type} encoder of config.json: "
@@ -611,8 +448,7 @@ def summarize(keys: list) -> str:
     for key in keys:
         index = re.findall(r"\.(\d+)\.", key)[:1]
         groups.setdefault(re.sub(r"\.(\d+)\.", ".{}.", key, count=1), []).append(index[0] if index else "")
-    parts = [t.format(i[0] if len(i) == 1 else "{" + ",".join(i) + "}") for t, i in groups.items()]
-    return ", ".join(parts)
+    return ", ".join(t.format(i[0] if len(i) == 1 else "{" + ",".join(i) + "}") for t, i in groups.items())
 
 
 def first_line(e: Exception) -> str:

@@ -1,30 +1,38 @@
-"""The paper's transfer methods as recipes over `fit()`: single, stilts, mtl, mtl_all.
+"""The paper's transfer methods as recipes over `fit()`: single, stilts, mtl, mtl_all; the jobs a
+method needs, with their dependencies, published as data (`plan`).
 
-Weller, Seppi and Gardner (ACL 2022), with the protocol of `shared/paper/PROTOCOL.md`:
+Weller, Seppi and Gardner (ACL 2022), with the protocol of docs/PROTOCOL.md:
 - `single`:  fine-tune on the target alone (the baselines, and the supports of STILTs).
 - `stilts`:  fine-tune on the support; pick one support model over its seeds (by default the one
              with the highest support dev score, as the authors did by hand); fine-tune that model on
-             the target with a fresh optimizer and schedule, re-initialising the head where the two
-             tasks' label spaces differ.
-- `mtl`:     target and support(s) together, one encoder, a head per task (default: dynamic
-             sampling, heterogeneous batches).
+             the target with a fresh optimizer and schedule, carrying the support's trained head over
+             where the protocol allows it.
+- `mtl`:     target and support(s) together, one encoder; under `tl` an epoch is one pass over the
+             target, under `authors` each unordered set of tasks is trained once and read for each.
 - `mtl_all`: all nine GLUE tasks (or those named) in one model; every task's score is its own best
              checkpoint, and one run record is written per task so that statistics treat MTL-ALL like
              any other method.
 
-Every run lives in `<results>/<run_id>/` with `record.json` (the contract of ARCHITECTURE.md). A run
-whose record is complete is skipped; a partial one resumes; a different run under the same id (other
-settings) is refused before any training.
+`plan(cfg, settings, train_size)` lists the `Job`s of a configuration: every run to train, in order,
+each with the run ids it `needs` complete first and the run ids whose records it writes (`outputs`).
+`run(cfg, settings)` trains the plan; the grid (tl/study) reads the same jobs. Two rules live only
+here: the single runs a run builds on (STILTs' supports, dynamic sampling's references) are the
+single runs of each task at the size this run gives it, over `--support-seeds` (default: the paper's
+five, printed before training); and the sampler "auto" resolves per protocol (`resolve_sampler`).
+
+The results folder is tl/runs.py's: run ids, records, atomic writes. A run whose records are
+complete is skipped; a partial one resumes; a different run under the same id is refused before any
+training. Imports tl.cli, tl.data, tl.heads, tl.hub, tl.model, tl.runs, tl.tasks, tl.tokenizer, tl.train.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -35,14 +43,20 @@ from tl.data import load_tokenized, subsample
 from tl.heads import HeadSpec, MultiTaskModel
 from tl.hub import resolve_model
 from tl.model import Encoder
+from tl.runs import (SCHEMA, check_existing, check_writable, drop_checkpoints, read_record, resolve_dir, run_id,
+                     write_json)
 from tl.tasks import GLUE_TASKS, get_task
 from tl.tokenizer import Tokenizer
-from tl.train import TaskData, TrainSettings, dist_info, fit, resolve_dir, seed_everything, write_json
+from tl.train import TaskData, TrainSettings, fit, seed_everything
 
 MODES = ("single", "stilts", "mtl", "mtl_all")
 SELECTIONS = ("max", "median", "mean-closest")
 PAPER_SEEDS = (42, 544460, 801760, 428404, 257803)
-SCHEMA = 1
+# The order in which the authors' pair script visits tasks (orionw/MTLvsIFT bin/glue/execute_glue:
+# pairs i < j of this array, `--task_names "arr[i] arr[j]"`). Under `authors` a set of tasks is
+# trained once, in this order: their quotas give a rounding shortfall to the first task, so the
+# order is part of the run; other tasks follow in name order.
+AUTHORS_ORDER = ("CoLA", "SST-2", "MRPC", "QQP", "STS-B", "MNLI", "QNLI", "RTE", "WNLI")
 
 
 @dataclass
@@ -61,9 +75,12 @@ class RunConfig:
     target_size: int = arg(0, "subsample the target's training set to N examples (size experiments); 0: all")
     support_size: str = arg("", "subsample each support to N examples or K times the target's size ('2x', '0.5x')")
     support_selection: str = arg("max", "stilts: which support model to continue from", choices=SELECTIONS)
-    support_seeds: tuple[int, ...] = arg(PAPER_SEEDS, "stilts: seeds of the support runs to choose from")
-    reference_scores: str = arg("", "dynamic sampling: JSON {task: single-task dev score x100}; default: "
-                                "the mean of complete single runs in the results folder")
+    support_seeds: tuple[int, ...] = arg(PAPER_SEEDS, "seeds of the single runs a run builds on, trained first "
+                                         "when missing and listed before training: STILTs' supports (the best "
+                                         "is continued from) and dynamic sampling's references (their mean); "
+                                         "independent of --seeds")
+    reference_scores: str = arg("", "dynamic sampling: JSON {task: single-task dev score x100}; default: the "
+                                "mean of the single runs of each task over --support-seeds (trained first)")
     device: str = arg("", "cpu, cuda, cuda:1, ...; default: cuda when available")
 
     def __post_init__(self):
@@ -82,6 +99,8 @@ class RunConfig:
             raise ValueError(f"--support-selection must be one of {', '.join(SELECTIONS)}")
         if not self.seeds:
             raise ValueError("--seeds is empty")
+        if not self.support_seeds:
+            raise ValueError("--support-seeds is empty")
         parse_support_size(self.support_size)
 
     @property
@@ -108,127 +127,23 @@ def parse_support_size(text: str) -> tuple[str, float]:
     raise ValueError(f"--support-size must be a count (5000) or a multiple of the target size (2x, 0.5x, 1/3x), got {text!r}")
 
 
-# ---------------------------------------------------------------------------------------------
-# run ids and records
+def resolve_sampler(mode: str, sampler: str, protocol: str) -> str:
+    """The sampler a run uses, resolved before its id is made. "auto": tl -> `dynamic`; authors ->
+    `uniform` for pairs (bin/glue/execute_glue) and `size` for MTL-ALL (Table 1 reads the size-sampled
+    run). Under authors "dynamic" is their softmax variant, `dynamic-softmax`. A one-task run never
+    asks its sampler: it gets a fixed value, left out of its identity (tl.runs.identity)."""
+    if mode in ("single", "stilts"):
+        return "size"
+    if sampler == "auto":
+        return "dynamic" if protocol == "tl" else ("size" if mode == "mtl_all" else "uniform")
+    return "dynamic-softmax" if protocol == "authors" and sampler == "dynamic" else sampler
 
 
-def run_id(mode: str, target: str, supports: list[str], seed: int, cfg: RunConfig, settings: TrainSettings) -> str:
-    """Deterministic from the run's identity, e.g. `mtl__rte+mnli__dynamic__s42`. Settings that are
-    not in the id are checked against the record's config when a run is found under it."""
-    parts = [mode, "+".join([target] + supports).lower().replace("-", "")]
-    if mode in ("mtl", "mtl_all"):
-        parts.append(settings.sampler)
-        if settings.schedule != "heterogeneous":
-            parts.append(settings.schedule)
-    if cfg.limit_train:
-        parts.append(f"lim{cfg.limit_train}")
-    if cfg.target_size:
-        parts.append(f"tgt{cfg.target_size}")
-    if cfg.support_size and mode != "single":
-        parts.append("sup" + cfg.support_size.replace("/", "_"))
-    parts.append(f"s{seed}")
-    return "__".join(parts)
-
-
-# settings that change how a run is executed, not what it computes
-_NOT_IDENTITY = {"results_dir", "cache_dir", "seeds", "device", "progress", "support_seeds", "data_dir",
-                 "reference_scores", "eval_batch_size", "save_every", "tasks", "mode", "keep_best", "compile",
-                 "keep_checkpoint"}
-
-
-def identity(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
-
-
-def environment(device: torch.device) -> dict:
-    """Code version and environment, so every run can be reproduced from its directory."""
-    try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        git = None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
-    return {"tl": tl.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "device": name, "git": git}
-
-
-def read_record(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "record.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def check_existing(run_dir: Path, config: dict) -> dict | None:
-    """The complete record under `run_dir`, None to (re)start; a clash of settings is an error."""
-    record = read_record(run_dir)
-    if record is None:
-        return None
-    # compare as JSON sees them (tuples become lists)
-    old, new = identity(record.get("config", {})), identity(json.loads(json.dumps(config, default=list)))
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diff:
-        shown = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff[:4])
-        raise ValueError(f"{run_dir} holds a run with other settings ({shown}); use another --results-dir "
-                         f"or delete that folder")
-    return record if record.get("status") == "complete" else None
-
-
-def complete_records(results_dir: Path) -> list[dict]:
-    out = []
-    for path in sorted(Path(results_dir).glob("*/record.json")):
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            continue
-        if record.get("status") == "complete":
-            out.append(record)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# data and model
-
-
-class Context:
-    """What every run of one invocation shares: device, tokenizer, model folder, data cache."""
-
-    def __init__(self, cfg: RunConfig):
-        self.cfg = cfg
-        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model_dir = resolve_model(cfg.model)
-        self.tokenizer = Tokenizer.from_checkpoint(self.model_dir)
-        self.cache_dir = Path(cfg.cache_dir or os.environ.get("TL_CACHE", Path.home() / ".cache" / "tl")) / "tokens"
-        self.results = Path(cfg.results_dir)
-        self._splits: dict = {}
-
-    def split(self, task: str, name: str):
-        key = (task, name)
-        if key not in self._splits:
-            self._splits[key] = load_tokenized(get_task(task), name, self.tokenizer, self.cfg.max_len,
-                                               self.cfg.data_dir, self.cache_dir)
-        return self._splits[key]
-
-    def task_data(self, task: str, train_size: int, seed_for_subsample: int = 0) -> TaskData:
-        """A task's tokenized train split (subsampled to `train_size` when > 0) and dev split(s).
-        The subsample's seed is fixed (not the run's seed): every method and seed sees the same
-        examples, as the size experiments require."""
-        spec = get_task(task)
-        train = self.split(task, "train")
-        if 0 < train_size < len(train):
-            train = train.subset(subsample(len(train), train_size, seed_for_subsample))
-        dev = {s: self.split(task, s) for s in spec.files if s not in ("train", "test")}
-        return TaskData(spec=spec, train=train, dev=dev)
-
-    def new_model(self, tasks: list[str], init_from: Path | None = None) -> MultiTaskModel:
-        heads = [HeadSpec(get_task(t).name, 1 if get_task(t).is_regression else get_task(t).num_labels,
-                          get_task(t).is_regression) for t in tasks]
-        encoder = Encoder.from_pretrained(init_from or self.model_dir)
-        return MultiTaskModel(encoder, heads)
-
-
-def train_sizes(cfg: RunConfig, ctx: Context, target: str, supports: list[str]) -> dict[str, int]:
-    """Training examples actually used per task, after --limit-train, --target-size, --support-size."""
+def train_sizes(cfg: RunConfig, train_size: Callable[[str], int], target: str, supports: list[str]) -> dict[str, int]:
+    """Training examples actually used per task, after --limit-train, --target-size, --support-size;
+    `train_size(task)` is the task's full training-set size."""
     def full(task):
-        n = len(ctx.split(task, "train"))
+        n = train_size(task)
         return min(n, cfg.limit_train) if cfg.limit_train else n
 
     sizes = {target: min(full(target), cfg.target_size) if cfg.target_size else full(target)}
@@ -244,63 +159,178 @@ def train_sizes(cfg: RunConfig, ctx: Context, target: str, supports: list[str]) 
 
 
 # ---------------------------------------------------------------------------------------------
-# the recipes
+# jobs: what to train, in which order, and what each one writes
 
 
-def run_config_dict(cfg: RunConfig, settings: TrainSettings, seed: int) -> dict:
-    return {**asdict(cfg), **asdict(replace(settings, seed=seed)), "seed": seed}
+@dataclass(frozen=True)
+class Job:
+    """One training run. `run(job.cfg, job.settings)` trains exactly this job (its needs complete)."""
+
+    run_id: str  # the folder this job trains
+    mode: str
+    target: str
+    supports: tuple[str, ...]
+    seed: int
+    cfg: RunConfig  # mode, tasks and seeds=(seed,) of this job
+    settings: TrainSettings  # sampler resolved
+    needs: tuple[str, ...]  # run ids that must be complete first (STILTs' supports, dynamic references)
+    outputs: tuple[str, ...]  # run ids whose record.json this job writes, its own first
 
 
-def _train(ctx: Context, settings: TrainSettings, mode: str, target: str, supports: list[str], seed: int,
-           *, init_from: Path | None = None, extra: dict | None = None, keep_best=True) -> dict:
-    """One run of fit() under its run id, with its record; returns the complete record."""
-    cfg = ctx.cfg
-    rid = run_id(mode, target, supports, seed, cfg, settings)
-    run_dir = ctx.results / rid
-    config = run_config_dict(cfg, settings, seed)
-    config.update(mode=mode, tasks=[target] + supports)
-    done = check_existing(run_dir, config)
-    if done is not None:
-        print(f"{rid}: complete, score {done['score']:.2f} (skipped)", flush=True)
-        return done
-    run_dir.mkdir(parents=True, exist_ok=True)
-    sizes = train_sizes(cfg, ctx, target, supports)
-    trained = [target] if mode == "stilts" else [target] + supports  # stilts: the support is in init_from
-    tasks = [ctx.task_data(t, sizes[t] if sizes[t] < len(ctx.split(t, "train")) else 0) for t in trained]
-    if mode in ("mtl", "mtl_all") and settings.sampler.startswith("dynamic"):
-        refs = reference_scores(ctx, [t.spec.name for t in tasks], sizes)
-        for t in tasks:
-            t.reference = refs[t.spec.name]
-    seed_everything(seed)  # the new heads' initialisation is part of the run's seed
-    model = ctx.new_model([t.spec.name for t in tasks], init_from)
-    if extra and extra.get("heads_from"):
-        src, same = extra.pop("heads_from")
-        if same:
-            model.load_heads(src, mapping={target: same})
-    record = {"schema": SCHEMA, "run_id": rid, "status": "running", "mode": mode, "target": target,
-              "supports": supports, "sampler": settings.sampler if mode in ("mtl", "mtl_all") else None,
-              "schedule": settings.schedule if mode in ("mtl", "mtl_all") else None, "seed": seed,
-              "model": cfg.model, "train_sizes": {t.spec.name: len(t.train) for t in tasks},
-              **(extra or {}), "config": config, "env": environment(ctx.device)}
-    write_json(run_dir / "config.json", config)
-    run_settings = replace(settings, seed=seed, keep_best=(target,) if keep_best else ())
-    summary = fit(model, tasks, run_settings, run_dir, device=ctx.device, pad_id=ctx.tokenizer.pad_id,
-                  tokenizer=ctx.tokenizer, record=record)
-    record.update(status="complete", best=summary["best"], score=summary["best"][target]["score"],
-                  steps=summary["steps"], timing=summary["timing"])
-    write_json(run_dir / "record.json", record)
-    if not settings.keep_checkpoint and dist_info()[0] == 0:
-        # the resume state is 3x the model (AdamW's two moments): 780 paper runs of DistilRoBERTa
-        # would keep ~780 GB of it; best/ and the record are what later steps read
-        for folder in run_dir.glob("checkpoint*"):
-            shutil.rmtree(folder, ignore_errors=True)
-    print(f"{rid}: score {record['score']:.2f}  " + "  ".join(
-        f"{t} {summary['best'][t]['score']:.2f}" for t in summary["best"]), flush=True)
-    return record
+def _read_for_each(cfg: RunConfig, settings: TrainSettings) -> bool:
+    """Under authors an mtl set is trained once, in AUTHORS_ORDER, and read for each of its tasks
+    (bin/glue/execute_glue trains each pair once), unless --target-size or --support-size make the
+    target special (then the asked order, one record)."""
+    return settings.protocol == "authors" and cfg.mode == "mtl" and not (cfg.target_size or cfg.support_size)
 
 
-def run_single(ctx: Context, settings: TrainSettings, task: str, seed: int) -> dict:
-    return _train(ctx, settings, "single", task, [], seed)
+def _training_order(cfg: RunConfig, settings: TrainSettings, tasks: list[str]) -> list[str]:
+    if not _read_for_each(cfg, settings):
+        return tasks
+    known = [t for t in AUTHORS_ORDER if t in tasks]
+    return known + sorted(t for t in tasks if t not in known)
+
+
+def _id(cfg: RunConfig, settings: TrainSettings, mode: str, tasks: list[str], seed: int) -> str:
+    return run_id(mode, tasks, seed, sampler=settings.sampler, schedule=settings.schedule,
+                  protocol=settings.protocol, limit_train=cfg.limit_train, target_size=cfg.target_size,
+                  support_size=cfg.support_size)
+
+
+def _make_job(cfg: RunConfig, settings: TrainSettings, mode: str, tasks: list[str], seed: int, **cfg_changes) -> Job:
+    cfg = replace(cfg, mode=mode, tasks=tuple(tasks), seeds=(seed,), **cfg_changes)
+    settings = replace(settings, sampler=resolve_sampler(mode, settings.sampler, settings.protocol))
+    rid = _id(cfg, settings, mode, tasks, seed)
+    if mode == "mtl_all":  # the joint run, then one record per task, scored at its own best checkpoint
+        outputs = (rid, *(_id(cfg, settings, mode, [t], seed) for t in tasks))
+    elif _read_for_each(cfg, settings):
+        outputs = tuple(_id(cfg, settings, mode, [t, *(x for x in tasks if x != t)], seed) for t in tasks)
+    else:
+        outputs = (rid,)
+    return Job(rid, mode, tasks[0], tuple(tasks[1:]), seed, cfg, settings, (), outputs)
+
+
+def single_jobs(cfg: RunConfig, settings: TrainSettings, train_size: Callable[[str], int], task: str,
+                size: int) -> list[Job]:
+    """The single runs a run builds on for `task` trained on `size` examples: one per --support-seeds.
+    A size below the task's (limited) full size becomes their --target-size."""
+    unsized = train_sizes(replace(cfg, target_size=0, support_size=""), train_size, task, [])[task]
+    base = replace(cfg, support_size="", target_size=size if size < unsized else 0)
+    return [_make_job(base, settings, "single", [task], s) for s in cfg.support_seeds]
+
+
+def _uses_references(job: Job) -> bool:
+    return job.mode in ("mtl", "mtl_all") and job.settings.sampler.startswith("dynamic") and not job.cfg.reference_scores
+
+
+def plan(cfg: RunConfig, settings: TrainSettings, train_size: Callable[[str], int]) -> list[Job]:
+    """The jobs of every seed of `cfg`, each after the jobs it needs (STILTs' support runs, dynamic
+    sampling's reference runs); a job shared by several is listed once. `train_size(task)`: the
+    full training-set size of a task."""
+    names = cfg.task_names
+    jobs: dict[str, Job] = {}
+    for seed in cfg.seeds:
+        job = _make_job(cfg, settings, cfg.mode, _training_order(cfg, settings, names), seed)
+        sizes = train_sizes(job.cfg, train_size, job.target, list(job.supports))
+        built_on = list(job.supports) if job.mode == "stilts" else list(sizes) if _uses_references(job) else []
+        deps = [d for t in built_on for d in single_jobs(job.cfg, settings, train_size, t, sizes[t])]
+        for d in deps:
+            jobs.setdefault(d.run_id, d)
+        jobs.setdefault(job.run_id, replace(job, needs=tuple(d.run_id for d in deps)))
+    return list(jobs.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# data and model
+
+
+def environment(device: torch.device) -> dict:
+    """Code version and environment, so every run can be reproduced from its directory."""
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        git = None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    return {"tl": tl.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "device": name, "git": git}
+
+
+class Context:
+    """What every job of one plan shares: device, model folder, tokenizer (lowercasing under the
+    authors' protocol, their --do_lower_case), data cache, results folder."""
+
+    def __init__(self, cfg: RunConfig, protocol: str = "tl"):
+        self.cfg, self.protocol = cfg, protocol
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model_dir = resolve_model(cfg.model)
+        self.tokenizer = Tokenizer.from_checkpoint(self.model_dir, lowercase=protocol == "authors")
+        self.cache_dir = Path(cfg.cache_dir or os.environ.get("TL_CACHE", Path.home() / ".cache" / "tl")) / "tokens"
+        self.results = Path(cfg.results_dir)
+        self._splits: dict = {}
+
+    def split(self, task: str, name: str):
+        key = (task, name)
+        if key not in self._splits:
+            self._splits[key] = load_tokenized(get_task(task), name, self.tokenizer, self.cfg.max_len,
+                                               self.cfg.data_dir, self.cache_dir)
+        return self._splits[key]
+
+    def train_size(self, task: str) -> int:
+        return len(self.split(task, "train"))
+
+    def task_data(self, task: str, train_size: int, seed_for_subsample: int = 0) -> TaskData:
+        """A task's tokenized train split (subsampled to `train_size` when smaller) and dev split(s).
+        The subsample's seed is fixed (not the run's seed): every method and seed sees the same
+        examples, as the size experiments require."""
+        spec = get_task(task)
+        train = self.split(task, "train")
+        if 0 < train_size < len(train):
+            train = train.subset(subsample(len(train), train_size, seed_for_subsample))
+        dev = {s: self.split(task, s) for s in spec.files if s not in ("train", "test")}
+        return TaskData(spec=spec, train=train, dev=dev)
+
+    def new_model(self, tasks: list[str], init_from: Path | None = None) -> MultiTaskModel:
+        """Heads per task under tl, per label count under the authors' protocol."""
+        encoder = Encoder.from_pretrained(init_from or self.model_dir)
+        share = "label_count" if self.protocol == "authors" else "task"
+        return MultiTaskModel(encoder, [head_spec(t) for t in tasks], share=share)
+
+
+def head_spec(task: str) -> HeadSpec:
+    spec = get_task(task)
+    return HeadSpec(spec.name, 1 if spec.is_regression else spec.num_labels, spec.is_regression)
+
+
+# ---------------------------------------------------------------------------------------------
+# references and supports: read from the records of a job's needs
+
+
+def reference_scores(cfg: RunConfig, results: Path, job: Job) -> dict[str, float]:
+    """Single-task reference scores for dynamic sampling: `--reference-scores FILE`, else the mean
+    score of the job's needs (the single runs of each task at this run's size, over --support-seeds)."""
+    tasks = [job.target, *job.supports]
+    if cfg.reference_scores:
+        path = Path(cfg.reference_scores)
+        try:
+            given = {get_task(k).name: float(v) for k, v in json.loads(path.read_text()).items()}
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--reference-scores {path}: expected a JSON object {{task: score x100}} ({e})")
+        missing = [t for t in tasks if t not in given]
+        if missing:
+            raise ValueError(f"--reference-scores {path} has no score for {', '.join(missing)}")
+        return {t: given[t] for t in tasks}
+    records = _needed_records(results, job, "dynamic sampling's reference scores")
+    return {t: float(np.mean([r["score"] for r in records if r["target"] == t])) for t in tasks}
+
+
+def _needed_records(results: Path, job: Job, why: str) -> list[dict]:
+    records = [read_record(results / rid) for rid in job.needs]
+    missing = [rid for rid, r in zip(job.needs, records) if r is None or r.get("status") != "complete"]
+    if missing:
+        raise ValueError(f"{job.run_id}: {why} need the complete single runs {', '.join(missing)}; "
+                         f"train them first (tools/train.py runs them itself)")
+    return records
 
 
 def select_support(records: list[dict], how: str) -> dict:
@@ -318,127 +348,158 @@ def select_support(records: list[dict], how: str) -> dict:
     return records[i]
 
 
-def support_config(cfg: RunConfig, ctx: Context, target: str, support: str) -> RunConfig:
-    """The config of the single runs a STILTs run continues from: plain single runs of the support,
-    subsampled like this run's support (a --support-size becomes their --target-size; --limit-train
-    alone is theirs already). `ctx` only answers len(ctx.split(task, "train")); tl/grid.py plans with it."""
-    n = train_sizes(cfg, ctx, target, [support])[support]
-    unsized = train_sizes(replace(cfg, support_size=""), ctx, target, [support])[support]
-    return replace(cfg, support_size="", target_size=n if n < unsized else 0)
+def carries_head(target: str, support: str, protocol: str) -> bool:
+    """STILTs starts the target's head from the support's trained one: under tl when the two tasks
+    have the same label strings, under the authors' protocol when they have the same label count
+    (their shared `classifier` / `mclassifier` / `regression` heads)."""
+    if protocol == "authors":
+        return head_spec(target).num_labels == head_spec(support).num_labels and \
+            head_spec(target).regression == head_spec(support).regression
+    return get_task(target).labels == get_task(support).labels
 
 
-def run_stilts(ctx: Context, settings: TrainSettings, target: str, support: str, seed: int) -> dict:
-    cfg = ctx.cfg
-    support_ctx = _with_cfg(ctx, support_config(cfg, ctx, target, support))
-    support_runs = [run_single(support_ctx, settings, support, s) for s in cfg.support_seeds]
-    chosen = select_support(support_runs, cfg.support_selection)
+def _stilts_start(ctx: Context, job: Job) -> tuple[Path, dict, bool]:
+    """(the chosen support model's folder, the record fields naming it, whether its head carries over)."""
+    support = job.supports[0]
+    runs = _needed_records(ctx.results, job, "STILTs' support models")
+    chosen = select_support(runs, job.cfg.support_selection)
     best_dir = resolve_dir(ctx.results / chosen["run_id"] / "best")
     if best_dir is None:
         raise FileNotFoundError(f"{ctx.results / chosen['run_id']}: no best/ model to continue from; "
                                 f"delete that run folder and run again")
-    same_labels = get_task(target).labels == get_task(support).labels
-    extra = {"support_run": chosen["run_id"], "support_selection": cfg.support_selection,
-             "support_score": chosen["score"], "support_runs": [r["run_id"] for r in support_runs],
-             "head": "reused" if same_labels else "new", "heads_from": (best_dir, support if same_labels else None)}
-    return _train(ctx, settings, "stilts", target, [support], seed, init_from=best_dir, extra=extra)
+    carry = carries_head(job.target, support, ctx.protocol)
+    fields = {"support_run": chosen["run_id"], "support_selection": job.cfg.support_selection,
+              "support_score": chosen["score"], "support_runs": [r["run_id"] for r in runs],
+              "head": "reused" if carry else "new"}
+    return best_dir, fields, carry
 
 
-def run_mtl(ctx: Context, settings: TrainSettings, target: str, supports: list[str], seed: int) -> dict:
-    return _train(ctx, settings, "mtl", target, supports, seed)
+# ---------------------------------------------------------------------------------------------
+# training a job
 
 
-def run_mtl_all(ctx: Context, settings: TrainSettings, tasks: list[str], seed: int) -> list[dict]:
-    """One model over all `tasks`; then one record per task, `mtl_all__<task>__<sampler>__s<seed>`,
-    each scored at that task's own best checkpoint (PROTOCOL.md)."""
-    joint = _train(ctx, settings, "mtl_all", tasks[0], tasks[1:], seed, keep_best=False)
+def job_config(job: Job) -> dict:
+    """Every resolved setting of a job, as its records store them."""
+    return {**asdict(job.cfg), **asdict(replace(job.settings, seed=job.seed)), "seed": job.seed}
+
+
+def _new_record(ctx: Context, job: Job, tasks: list[TaskData], config: dict, extra: dict) -> dict:
+    multi = job.mode in ("mtl", "mtl_all")
+    return {"schema": SCHEMA, "run_id": job.run_id, "status": "running", "mode": job.mode, "target": job.target,
+            "supports": list(job.supports), "sampler": job.settings.sampler if multi else None,
+            "schedule": job.settings.schedule if multi else None, "seed": job.seed, "model": job.cfg.model,
+            "protocol": job.settings.protocol, "train_sizes": {t.spec.name: len(t.train) for t in tasks},
+            **extra, "config": config, "env": environment(ctx.device)}
+
+
+def start_model(ctx: Context, job: Job, trained: list[str]) -> tuple[MultiTaskModel, dict]:
+    """The model a job starts from (STILTs: the chosen support model, its head carried over where
+    `carries_head` says so) and the record fields that say where it came from."""
+    init_from, extra, carry = _stilts_start(ctx, job) if job.mode == "stilts" else (None, {}, False)
+    seed_everything(job.seed)  # the new heads' initialisation is part of the run's seed
+    model = ctx.new_model(trained, init_from)
+    if carry:  # authors: both heads sit under the label-count key; tl: under the task names
+        own = model.head_key(0)
+        model.load_heads(init_from, mapping={own: own if ctx.protocol == "authors" else job.supports[0]})
+    return model, extra
+
+
+def _fit_job(ctx: Context, job: Job, config: dict) -> dict:
+    """Train the job's model under its run id; returns its complete record."""
+    run_dir = ctx.results / job.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sizes = train_sizes(job.cfg, ctx.train_size, job.target, list(job.supports))
+    trained = [job.target] if job.mode == "stilts" else list(sizes)  # stilts: the support is in its start
+    tasks = [ctx.task_data(t, sizes[t]) for t in trained]
+    if job.mode in ("mtl", "mtl_all") and job.settings.sampler.startswith("dynamic"):
+        refs = reference_scores(job.cfg, ctx.results, job)
+        for t in tasks:
+            t.reference = refs[t.spec.name]
+    model, extra = start_model(ctx, job, trained)
+    record = _new_record(ctx, job, tasks, config, extra)
+    write_json(run_dir / "config.json", config)
+    settings = replace(job.settings, seed=job.seed, keep_best=() if job.mode == "mtl_all" else (job.target,))
+    # tl's pairwise MTL: an epoch is one pass over the target; MTL-ALL and the authors' rule: None
+    anchor = job.target if job.mode == "mtl" and job.settings.protocol == "tl" else None
+    summary = fit(model, tasks, settings, run_dir, device=ctx.device, pad_id=ctx.tokenizer.pad_id,
+                  tokenizer=ctx.tokenizer, record=record, anchor=anchor)
+    record.update(status="complete", best=summary["best"], score=summary["best"][job.target]["score"],
+                  steps=summary["steps"], examples_seen=summary["examples_seen"], passes=summary["passes"],
+                  timing=summary["timing"])
+    write_json(run_dir / "record.json", record)
+    if not job.settings.keep_checkpoint:  # 780 paper runs of DistilRoBERTa would keep ~780 GB of it
+        drop_checkpoints(run_dir)
+    print(f"{job.run_id}: score {record['score']:.2f}  " + "  ".join(
+        f"{t} {summary['best'][t]['score']:.2f}" for t in summary["best"]), flush=True)
+    return record
+
+
+def _per_task_records(ctx: Context, job: Job, joint: dict) -> list[dict]:
+    """The records of a run read for several targets (mtl_all; the authors' mtl sets), each scored at
+    its target's own best checkpoint; `train_run` names the folder that trained them."""
+    tasks = [job.target, *job.supports]
+    per_task = job.outputs[1:] if job.mode == "mtl_all" else job.outputs
+    shared = {k: v for k, v in joint.items() if k not in ("role", "per_task")}
     records = []
-    for task in tasks:
-        rid = run_id("mtl_all", task, [], seed, ctx.cfg, settings)
-        record = {**joint, "run_id": rid, "target": task, "supports": [t for t in tasks if t != task],
-                  "score": joint["best"][task]["score"], "train_run": joint["run_id"]}
+    for task, rid in zip(tasks, per_task):
+        if rid == job.run_id:
+            records.append(joint)
+            continue
+        others = [t for t in tasks if t != task]
+        record = {**shared, "run_id": rid, "target": task, "supports": others, "score": joint["best"][task]["score"],
+                  "train_run": job.run_id, "config": {**joint["config"], "tasks": [task, *others]}}
         (ctx.results / rid).mkdir(parents=True, exist_ok=True)
         write_json(ctx.results / rid / "record.json", record)
         records.append(record)
-    # the joint run's own record would count its first task twice in the statistics
-    joint_record = ctx.results / joint["run_id"] / "record.json"
-    write_json(joint_record, {**joint, "status": "complete", "role": "train", "per_task": [r["run_id"] for r in records]})
+    if job.mode == "mtl_all":  # the joint record would count its first task twice in the statistics
+        write_json(ctx.results / job.run_id / "record.json",
+                   {**joint, "status": "complete", "role": "train", "per_task": list(per_task)})
     return records
 
 
-def _with_cfg(ctx: Context, cfg: RunConfig) -> Context:
-    other = object.__new__(Context)
-    other.__dict__.update(ctx.__dict__)
-    other.cfg = cfg
-    return other
+def train_job(ctx: Context, job: Job) -> list[dict]:
+    """Train `job` unless its records are complete; returns the records it is read by: the run's
+    own, or one per task (mtl_all; an authors mtl set)."""
+    if job.settings.protocol != ctx.protocol:
+        raise ValueError(f"{job.run_id}: protocol {job.settings.protocol!r} in a {ctx.protocol!r} context")
+    config = job_config(job)
+    done = [check_existing(ctx.results / rid, config) for rid in job.outputs]
+    if all(r is not None for r in done):
+        print(f"{job.run_id}: complete, score {done[0]['score']:.2f} (skipped)", flush=True)
+        return done[1:] if job.mode == "mtl_all" else done
+    joint = done[0] or _fit_job(ctx, job, config)
+    return _per_task_records(ctx, job, joint) if len(job.outputs) > 1 else [joint]
 
 
-def reference_scores(ctx: Context, tasks: list[str], sizes: dict[str, int] | None = None) -> dict[str, float]:
-    """Single-task reference scores for dynamic sampling: `--reference-scores FILE`, else the mean
-    score of the complete single runs of each task in the results folder with the same model, max_len
-    and training-set size as this run gives that task (`sizes`, default: train_sizes of the config)."""
-    cfg = ctx.cfg
-    if cfg.reference_scores:
-        path = Path(cfg.reference_scores)
-        try:
-            given = {get_task(k).name: float(v) for k, v in json.loads(path.read_text()).items()}
-        except (OSError, ValueError) as e:
-            raise ValueError(f"--reference-scores {path}: expected a JSON object {{task: score x100}} ({e})")
-        missing = [t for t in tasks if t not in given]
-        if missing:
-            raise ValueError(f"--reference-scores {path} has no score for {', '.join(missing)}")
-        return {t: given[t] for t in tasks}
-    sizes = sizes or train_sizes(cfg, ctx, tasks[0], tasks[1:])
-    found = {}
-    for r in complete_records(ctx.results):
-        c, t = r.get("config", {}), r.get("target")
-        if r.get("mode") == "single" and t in sizes and (r.get("train_sizes") or {}).get(t) == sizes[t] \
-                and c.get("model") == cfg.model and c.get("max_len") == cfg.max_len:
-            found.setdefault(t, []).append(r["score"])
-    missing = [t for t in tasks if t not in found]
-    if missing:
-        def command(t):
-            full = len(ctx.split(t, "train"))
-            limit = f" --limit-train {cfg.limit_train}" if cfg.limit_train and cfg.limit_train < full else ""
-            size = f" --target-size {sizes[t]}" if sizes[t] < min(full, cfg.limit_train or full) else ""
-            return (f"python tools/train.py --mode single --tasks {t.lower()} --model {cfg.model} "
-                    f"--results-dir {cfg.results_dir}{limit}{size}")
-        commands = "; ".join(command(t) for t in missing)
-        raise ValueError(f"--sampler dynamic needs single-task reference scores for {', '.join(missing)}: run {commands} "
-                         f"(or pass --reference-scores FILE, or choose --sampler size)")
-    return {t: float(np.mean(found[t])) for t in tasks}
-
-
-def check_writable(results: Path) -> None:
-    """Fail at once, not after hours of training, when the results folder cannot be written."""
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-        probe = results / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"--results-dir {results} is not writable ({e.strerror}); choose another folder")
+def _announce(jobs: list[Job], cfg: RunConfig, results: Path) -> None:
+    """Say which single runs the asked ones build on (issue 16: never train them silently)."""
+    asked = [j for j in jobs if j.mode == cfg.mode]
+    deps = [j for j in jobs if j.mode != cfg.mode]
+    if not deps:
+        return
+    todo = [j.run_id for j in deps if not all((r := read_record(results / o)) and r.get("status") == "complete"
+                                              for o in j.outputs)]
+    why = "STILTs' supports" if cfg.mode == "stilts" else "dynamic sampling's references"
+    print(f"{asked[0].run_id}{' and others' if len(asked) > 1 else ''} build on {len(deps)} single runs "
+          f"({why}; --support-seeds {','.join(map(str, cfg.support_seeds))}): {len(deps) - len(todo)} complete, "
+          f"{len(todo)} to train first" + (f": {', '.join(todo)}" if todo else ""), flush=True)
 
 
 def run(cfg: RunConfig, settings: TrainSettings) -> list[dict]:
-    """Every seed of the configured method; returns the complete records."""
-    ctx = Context(cfg)
-    names = cfg.task_names
+    """Every seed of the configured method, after the runs it needs (`plan`); returns the complete
+    records of the asked runs (per task for mtl_all and authors mtl sets, the asked target first)."""
+    ctx = Context(cfg, settings.protocol)
     check_writable(ctx.results)
-    mode = cfg.mode
-    for seed in cfg.seeds:  # a clash with an earlier run's settings fails before any training
-        config = run_config_dict(cfg, settings, seed)
-        config.update(mode=mode, tasks=names if mode != "mtl_all" else [names[0]] + names[1:])
-        check_existing(ctx.results / run_id(mode, names[0], names[1:], seed, cfg, settings), config)
-    if cfg.mode in ("mtl", "mtl_all") and settings.sampler.startswith("dynamic"):
-        reference_scores(ctx, names)  # fail before any training when they are missing
+    jobs = plan(cfg, settings, ctx.train_size)
+    for job in jobs:  # a clash with an earlier run's settings fails before any training
+        for rid in job.outputs:
+            check_existing(ctx.results / rid, job_config(job))
+    _announce(jobs, cfg, ctx.results)
     records = []
-    for seed in cfg.seeds:
-        if cfg.mode == "single":
-            records.append(run_single(ctx, settings, names[0], seed))
-        elif cfg.mode == "stilts":
-            records.append(run_stilts(ctx, settings, names[0], names[1], seed))
-        elif cfg.mode == "mtl":
-            records.append(run_mtl(ctx, settings, names[0], names[1:], seed))
-        else:
-            records.extend(run_mtl_all(ctx, settings, names, seed))
+    for job in jobs:
+        out = train_job(ctx, job)
+        if job.mode == cfg.mode:
+            records.extend(out)
+    if cfg.mode == "mtl":  # an authors set is trained in its canonical order; the asked target first
+        records.sort(key=lambda r: (cfg.seeds.index(r["seed"]), r["target"] != cfg.task_names[0]))
     return records

@@ -1,6 +1,7 @@
-"""Multi-task sampling: how much of each task to train on, and in which batches.
+"""Multi-task sampling: how much of each task to train on, and in which batches, under two protocols.
 
-Two parts, both pure numpy and deterministic from a seed:
+Self-contained: imports only numpy and the standard library, nothing from tl, so this file can be
+copied alone into other code. Everything is deterministic from a seed.
 
 1. `task_weights(kind, sizes, ...)` -> {task: probability}. Samplers:
    - `uniform`:         1 / number of tasks.
@@ -12,54 +13,75 @@ Two parts, both pure numpy and deterministic from a seed:
                         recomputed every epoch; the first epoch (no current scores yet) by size. The
                         gap is clipped below at `floor` so that a task the model already matches
                         keeps being trained on (no task starves).
-   - `dynamic-softmax`: the variant in Weller et al.'s released code (orionw/MTLvsIFT):
+   - `dynamic-softmax`: the variant in Weller et al.'s released code (orionw/MTLvsIFT,
+                        multi_dataloader.py, `MTLDataset.get_dynamic_sampling_distribution`):
                         softmax(reference - current) with scores on a 0-1 scale. Since gaps are at
-                        most a few tenths, this is close to uniform (see ../shared/paper/PROTOCOL.md).
+                        most a few tenths, this is close to uniform (docs/PROTOCOL.md).
    Scores, for both dynamic samplers, are headline scores x100 (0-100, the numbers of the paper's
    matrices); `dynamic-softmax` divides them by 100 itself.
 
-2. `MultiTaskSampler`: the list of global batches of each epoch, each batch two int64 arrays
-   `(task_ids, example_ids)`. Schedules (the paper's terms, PROTOCOL.md):
-   - `heterogeneous`: tasks mixed inside each batch (the paper's choice);
-   - `homogeneous`:   every batch from one task, batch order shuffled;
-   - `partitioned`:   task by task, all of task 0's batches, then task 1's, ...
+2. `authors_quotas(weights, batch_size)`: the authors' rows of each task per batch, quirks included.
 
-Definitions that the training loop relies on:
-- Epoch length. An epoch is `epoch_examples` rows, by default the sum of the tasks' training sizes:
-  one epoch processes as many examples as one pass over all the data would, whatever the weights.
-  So `steps_per_epoch = ceil(epoch_examples / batch_size)` is fixed for the whole run and the
-  learning-rate schedule can be computed before training (the authors' code let an "epoch" change
-  length when the weights changed). Every batch holds `batch_size` rows except the epoch's last
-  one, which holds the remainder: an epoch is then exactly `epoch_examples` rows, and a single task
-  with the default length sees each example exactly once per epoch, as a plain data loader would.
-  The loss is normalised by the rows of each optimizer step, so a smaller last step is fine.
-- Quotas, not coin flips. A task's share of an epoch is exact: the epoch's rows (heterogeneous) or
-  batches (homogeneous, partitioned) are split between tasks by the weights with largest-remainder
-  rounding, then shuffled. Each heterogeneous batch is thus a draw without replacement from the
-  epoch's task labels (multivariate hypergeometric, mean batch_size * weight, close to a multinomial
-  when the epoch is much longer than a batch), and with `size` weights every example of every task
-  is seen exactly once per epoch. In homogeneous and partitioned schedules the remainder batch
-  belongs to one task, so that task gets batch_size - remainder fewer rows than its quota.
-- Without replacement. Each task reads its examples from a stream of permutations: pass p of
-  task t is a permutation seeded by (seed, t's name, p); a cursor and the pass number carry over
-  epoch boundaries, so no example of a task repeats before all of its examples were drawn.
+3. `MultiTaskSampler`: the list of global batches of each epoch, each batch two int64 arrays
+   `(task_ids, example_ids)`, under one of two protocols (docs/PROTOCOL.md puts them side by side).
+
+   protocol="tl" (the default; fair epochs):
+   - Epoch. With `anchor=None` an epoch is `epoch_examples` rows, by default the sum of the tasks'
+     training sizes (one pass over all the data, whatever the weights; MTL-ALL and single-task
+     runs). With `anchor=<task>` (pairwise runs pass the target) an epoch is one pass over the
+     anchor: the anchor gets exactly n_anchor rows and every other task s gets
+     round_half_up(n_anchor * w_s / w_anchor) rows, so the epoch's length follows the weights.
+     Every batch holds `batch_size` rows except the epoch's last one (heterogeneous), or each
+     task's last one (homogeneous and partitioned with an anchor), which holds the remainder.
+   - Quotas, not coin flips. Without an anchor the epoch's rows (heterogeneous) or batches
+     (homogeneous, partitioned) are split between tasks by the weights with largest-remainder
+     rounding (`apportion`); then shuffled. Each heterogeneous batch is thus a draw without
+     replacement from the epoch's task labels (multivariate hypergeometric, mean batch_size *
+     weight), and with `size` weights every example of every task is seen exactly once per epoch.
+     Without an anchor, in homogeneous and partitioned schedules the remainder batch belongs to one
+     task, so that task gets batch_size - remainder fewer rows than its quota.
+   - Without replacement. Each task reads its examples from a stream of permutations: pass p of
+     task t is a permutation seeded by (seed, t's name, p); a cursor and the pass number carry over
+     epoch boundaries, so no example of a task repeats before all of its examples were drawn.
+
+   protocol="authors" (reproduces orionw/MTLvsIFT, multi_dataloader.py, `MTLDataset` +
+   `MTLRandomSampler`, as run by run_glue.py `train`; heterogeneous only):
+   - Quotas q_t = `authors_quotas(weights, batch_size)` rows of task t per group
+     (`get_instances_numbers_from_proportions`), recomputed from the weights at every epoch.
+   - Epoch. Each task's examples freshly shuffled (`random_generator`, every epoch, independent of
+     the previous epochs) and cut into floor(n_t / q_t) groups of q_t; the tasks' groups zipped
+     (`sample_from_all_instances`), which keeps m = min_t floor(n_t / q_t) groups: the first
+     q_t * m rows of each task's shuffle. All those rows shuffled together
+     (`group_instances_heterogeneous`) and cut into batches of batch_size in order, the last
+     partial batch kept (run_glue.py's DataLoader, drop_last=False). So an epoch has
+     ceil(m * sum(q) / batch_size) batches and its length changes when dynamic weights change
+     the quotas; a single task (q = batch_size) drops its last n mod batch_size rows every epoch.
+   - Their learning-rate schedule was computed once, from the first epoch's number of batches
+     (run_glue.py `train`: t_total = len(train_dataloader) // accumulation * epochs): call
+     `steps_in_epoch()` before the first epoch for it.
+
+Definitions both protocols share:
+- Epoch length. `steps_in_epoch()` is the number of batches the next `epoch_batches` call will
+  return for the current weights, computed without drawing; with anchor=None under tl it is the
+  constant ceil(epoch_examples / batch_size) (also `steps_per_epoch`).
 - Padding. With `lengths` (tokens per example) the rows of each batch are sorted by length, so a
   micro-batch (a contiguous slice) pads only to its own longest row and the batch's mixture is
-  kept exactly. With `length_pool = k > 1` the rows of k consecutive batches (of the same task, in
-  homogeneous and partitioned schedules) are pooled, sorted by length (random tie-break), cut into
-  batches again and those batches shuffled: whole batches then pad far less, the mixture is exact
-  over the pool only, and since tasks differ in length (CoLA ~11 tokens, RTE ~67) a heterogeneous
-  batch leans towards tasks of similar length. k = 1 is the faithful setting; raise k for speed.
-- Resuming. `state_dict()` (JSON-serialisable) holds the epoch, the weights and each task's cursor
-  and pass; `epoch_batches(epoch)` depends on nothing else. Save the state as of the start of the
-  epoch with the step within it; on resume `load_state_dict`, call `epoch_batches(epoch)` and skip
-  the steps already done:
+  kept exactly. With `length_pool = k > 1` (tl only) the rows of k consecutive batches (of the same
+  task, in homogeneous and partitioned schedules) are pooled, sorted by length (random tie-break),
+  cut into batches again and those batches shuffled: whole batches then pad far less, the mixture
+  is exact over the pool only, and since tasks differ in length (CoLA ~11 tokens, RTE ~67) a
+  heterogeneous batch leans towards tasks of similar length. k = 1 is the faithful setting.
+- Resuming. `state_dict()` (JSON-serialisable) holds the settings, the epoch, the weights and each
+  task's cursor and pass; `epoch_batches(epoch)` depends on nothing else. Save the state as of the
+  start of the epoch with the step within it; on resume `load_state_dict`, call
+  `epoch_batches(epoch)` and skip the steps already done:
       state = sampler.state_dict(); batches = sampler.epoch_batches(epoch)   # save `state` + step
 - Distributed. `shard(task_ids, example_ids, rank, world_size)` gives rank r the rows r, r + W, ...
   of the global batch: each rank's rows stay sorted by length (its micro-batches keep the padding
   benefit) and all ranks get a similar mix of lengths (no straggler rank holding all long rows).
 
-Notation: T tasks, N = epoch_examples, B = batch_size, S = steps_per_epoch.
+Notation: T tasks, N rows in the epoch, B = batch_size, S = batches in the epoch, q_t = the
+authors' per-group quota of task t, m = the authors' number of groups.
 """
 from __future__ import annotations
 
@@ -70,10 +92,11 @@ import numpy as np
 
 SAMPLERS = ("uniform", "size", "temperature", "dynamic", "dynamic-softmax")
 SCHEDULES = ("heterogeneous", "homogeneous", "partitioned")
+PROTOCOLS = ("tl", "authors")
 
-# Seed-sequence tags keep the three random streams apart: example permutations, the schedule (who
-# goes in which batch), and the length sorting (tie-breaks and pool re-cuts).
-_PERMUTATION, _SCHEDULE, _POOL = 1, 2, 3
+# Seed-sequence tags keep the random streams apart: example permutations, the schedule (who goes in
+# which batch), the length sorting (tie-breaks and pool re-cuts), and the authors' per-epoch shuffles.
+_PERMUTATION, _SCHEDULE, _POOL, _AUTHORS_SHUFFLE = 1, 2, 3, 4
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -135,6 +158,45 @@ def task_weights(kind: str, sizes: dict[str, int], *, temperature: float = 2.0,
     return _normalise(dict(zip(tasks, e.tolist())))
 
 
+def authors_quotas(weights: list[float], batch_size: int, uniform: bool | None = None) -> list[int]:
+    """Rows of each task in one group of the authors' epoch (their `instances_per_batch`).
+
+    Step by step as orionw/MTLvsIFT, multi_dataloader.py,
+    `MTLDataset.get_instances_numbers_from_proportions`, quirks included:
+    - the weights must sum to 1 (np.isclose) and batch_size >= T; batch_size == T gives 1 each;
+    - q_t = round(w_t * B), Python's round (half to even);
+    - unless the sampler is uniform, the sum is then brought to B one row at a time, at the task with
+      the largest (shortfall) or smallest (excess) fractional part; but that part is computed as
+      int(math.modf(w_t * B)[0]), always 0, so argmax/argmin pick task 0: the whole shortfall or
+      excess lands on the first task;
+    - uniform quotas are not corrected: 3 tasks -> 43 each (129 rows), 9 tasks -> 14 each (126);
+    - last, while some quota is 0, it takes one row from the first largest quota.
+    uniform: whether the sampler is `uniform` (their `sampling_type == "uniform"`); None: inferred,
+        true when all weights are equal.
+    """
+    w = [float(x) for x in weights]
+    T, B = len(w), int(batch_size)
+    if T == 0 or not np.isclose(sum(w), 1.0):
+        raise ValueError(f"authors_quotas: weights must sum to 1, got {w} (sum {sum(w)})")
+    if B < T:
+        raise ValueError(f"authors_quotas: batch_size {B} is smaller than the {T} tasks (their code refuses it too)")
+    if B == T:
+        return [1] * T
+    if uniform is None:
+        uniform = len(set(w)) == 1
+    q = [int(round(x * B)) for x in w]
+    if not uniform:
+        # their fractional parts are all 0, so np.argmax / np.argmin of them is always task 0
+        q[0] += B - sum(q)
+    while 0 in q:
+        zero, largest = q.index(0), q.index(max(q))
+        q[largest], q[zero] = q[largest] - 1, q[zero] + 1
+    if min(q) < 0:
+        raise ValueError(f"authors_quotas: weights {w} give the first task a negative quota {q} "
+                         f"(their code fails on this too); give every task a larger weight")
+    return q
+
+
 def apportion(total: int, weights: np.ndarray) -> np.ndarray:
     """Split `total` into integer counts proportional to `weights` (T,), summing exactly to `total`.
 
@@ -160,35 +222,37 @@ def shard(task_ids: np.ndarray, example_ids: np.ndarray, rank: int, world_size: 
     return task_ids[rank::world_size], example_ids[rank::world_size]
 
 
+def _cut(rows: int, batch_size: int) -> np.ndarray:
+    """Batch sizes that cut `rows` rows in order: full batches, then the remainder (S,)."""
+    sizes = np.full(math.ceil(rows / batch_size), batch_size, dtype=np.int64)
+    if len(sizes):
+        sizes[-1] = rows - (len(sizes) - 1) * batch_size
+    return sizes
+
+
+def _is_count(x, least: int) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= least
+
+
 class MultiTaskSampler:
     """The batches of every epoch of a (multi-)task run; see the module docstring for definitions.
 
     sizes: task -> training examples, in task-id order (task id = position in this dict).
     lengths: task -> (sizes[task],) token counts, to sort rows by length; None for no sorting.
     batch_size: rows of a global batch (B). schedule: one of SCHEDULES. seed: int >= 0.
-    epoch_examples: rows per epoch (N); default sum(sizes.values()).
     length_pool: batches pooled before sorting by length (k); 1 sorts inside each batch only.
+    protocol: "tl" (fair epochs) or "authors" (their code's epochs; heterogeneous, length_pool 1).
+    anchor: (tl only) the task one pass over which makes an epoch (a pairwise run's target);
+        None: an epoch is `epoch_examples` rows.
+    epoch_examples: (tl, no anchor) rows per epoch; default sum(sizes.values()).
     The weights start proportional to size; `set_weights` changes them.
     """
 
     def __init__(self, sizes: dict[str, int], lengths: dict[str, np.ndarray] | None = None,
                  batch_size: int = 128, schedule: str = "heterogeneous", seed: int = 0,
-                 epoch_examples: int | None = None, length_pool: int = 1):
-        if not sizes:
-            raise ValueError("MultiTaskSampler: no tasks given (sizes is empty)")
-        bad = [f"{t}={n}" for t, n in sizes.items() if not (isinstance(n, (int, np.integer)) and n >= 1)]
-        if bad:
-            raise ValueError(f"MultiTaskSampler: task sizes must be integers >= 1, got {', '.join(bad)}")
-        if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if not (isinstance(seed, (int, np.integer)) and seed >= 0):
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        if epoch_examples is not None and not (isinstance(epoch_examples, (int, np.integer)) and epoch_examples >= 1):
-            raise ValueError(f"epoch_examples must be an integer >= 1 or None, got {epoch_examples!r}")
-        if not (isinstance(length_pool, (int, np.integer)) and length_pool >= 1):
-            raise ValueError(f"length_pool must be an integer >= 1, got {length_pool!r}")
+                 length_pool: int = 1, protocol: str = "tl", anchor: str | None = None, *,
+                 epoch_examples: int | None = None):
+        _check_settings(sizes, batch_size, schedule, seed, length_pool, protocol, anchor, epoch_examples)
         if length_pool > 1 and lengths is None:
             raise ValueError(f"length_pool={length_pool} needs the examples' lengths (lengths=None)")
         self.tasks = list(sizes)
@@ -204,46 +268,95 @@ class MultiTaskSampler:
         self.batch_size = int(batch_size)
         self.schedule = schedule
         self.seed = int(seed)
+        self.protocol = protocol
+        self.anchor = anchor
         self.epoch_examples = int(epoch_examples) if epoch_examples is not None else sum(self.sizes.values())
         self.length_pool = int(length_pool)
-        self.steps_per_epoch = math.ceil(self.epoch_examples / self.batch_size)
         # The state: everything epoch_batches reads besides the settings above.
         self.epoch = 0
         self.weights = task_weights("size", self.sizes)
+        self.uniform: bool | None = None
         self.cursor = {t: 0 for t in self.tasks}
         self.passes = {t: 0 for t in self.tasks}
         self._perm_cache: dict[str, tuple[int, np.ndarray]] = {}
 
     # -- state --------------------------------------------------------------------------------
-    def set_weights(self, weights: dict[str, float]) -> None:
-        """Set the task weights for the next epoch(s); normalised to sum to 1."""
+    def set_weights(self, weights: dict[str, float], uniform: bool | None = None) -> None:
+        """Set the task weights for the next epoch(s); normalised to sum to 1.
+
+        uniform: (authors only) whether they come from the `uniform` sampler, which their quota rule
+            leaves uncorrected (`authors_quotas`); None: true when all weights are equal.
+        """
         if set(weights) != set(self.tasks):
             raise ValueError(f"set_weights: need a weight for exactly the tasks {self.tasks}, got {sorted(weights)}")
         w = {t: float(weights[t]) for t in self.tasks}
         if not all(math.isfinite(v) and v >= 0 for v in w.values()) or sum(w.values()) <= 0:
             raise ValueError(f"set_weights: weights must be finite, >= 0 and not all 0, got {w}")
+        if self.anchor is not None and w[self.anchor] <= 0:
+            raise ValueError(f"set_weights: the anchor task {self.anchor!r} needs a weight > 0 "
+                             f"(an epoch is one pass over it and the others are sized from its weight)")
         self.weights = _normalise(w)
+        self.uniform = uniform
 
     def _settings(self) -> dict:
         return {"tasks": self.tasks, "sizes": self.sizes, "batch_size": self.batch_size,
                 "schedule": self.schedule, "seed": self.seed, "epoch_examples": self.epoch_examples,
-                "length_pool": self.length_pool}
+                "length_pool": self.length_pool, "protocol": self.protocol, "anchor": self.anchor}
 
     def state_dict(self) -> dict:
         """A JSON-serialisable snapshot: the settings (checked on load) and the state."""
-        return {**self._settings(), "epoch": self.epoch, "weights": dict(self.weights),
+        return {**self._settings(), "epoch": self.epoch, "weights": dict(self.weights), "uniform": self.uniform,
                 "cursor": dict(self.cursor), "passes": dict(self.passes)}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict()`; the settings must be those the state was saved with."""
+        saved_before_protocols = {"protocol": "tl", "anchor": None}
         for key, value in self._settings().items():
-            if state.get(key) != value:
-                raise ValueError(f"sampler state was saved with {key}={state.get(key)!r} but this run has "
+            got = state.get(key, saved_before_protocols.get(key))
+            if got != value:
+                raise ValueError(f"sampler state was saved with {key}={got!r} but this run has "
                                  f"{key}={value!r}; resume with the same settings")
         self.epoch = int(state["epoch"])
-        self.set_weights(state["weights"])
+        self.set_weights(state["weights"], state.get("uniform"))
         self.cursor = {t: int(state["cursor"][t]) for t in self.tasks}
         self.passes = {t: int(state["passes"][t]) for t in self.tasks}
+
+    # -- epoch sizes, without drawing ----------------------------------------------------------
+    def authors_groups(self) -> tuple[list[int], int]:
+        """(q, m) for the current weights: each task's rows per group and the number of groups
+        (multi_dataloader.py `sample_from_all_instances`: zip keeps the shortest task's groups)."""
+        q = authors_quotas([self.weights[t] for t in self.tasks], self.batch_size, self.uniform)
+        m = min(self.sizes[t] // q_t for t, q_t in zip(self.tasks, q))
+        if m == 0:
+            short = [f"{t} ({self.sizes[t]} < {q_t})" for t, q_t in zip(self.tasks, q) if self.sizes[t] < q_t]
+            raise ValueError(f"authors protocol: a task has fewer examples than its quota per batch, so the epoch "
+                             f"is empty: {', '.join(short)}")
+        return q, m
+
+    def anchor_rows(self) -> np.ndarray:
+        """(T,) rows of each task in a tl epoch anchored on `anchor`: n_anchor for the anchor,
+        round-half-up(n_anchor * w_t / w_anchor) for the others."""
+        n, w = self.sizes[self.anchor], self.weights[self.anchor]
+        return np.array([n if t == self.anchor else math.floor(n * self.weights[t] / w + 0.5) for t in self.tasks],
+                        dtype=np.int64)
+
+    def steps_in_epoch(self) -> int:
+        """Batches the next `epoch_batches` call returns, for the current weights (nothing drawn)."""
+        B = self.batch_size
+        if self.protocol == "authors":
+            q, m = self.authors_groups()
+            return math.ceil(m * sum(q) / B)
+        if self.anchor is None:
+            return math.ceil(self.epoch_examples / B)
+        rows = self.anchor_rows()
+        if self.schedule == "heterogeneous":
+            return math.ceil(int(rows.sum()) / B)
+        return sum(math.ceil(int(r) / B) for r in rows)    # each task's own remainder batch
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """`steps_in_epoch()`: constant only under tl without an anchor."""
+        return self.steps_in_epoch()
 
     # -- drawing examples ---------------------------------------------------------------------
     def _permutation(self, task: str) -> np.ndarray:
@@ -271,7 +384,8 @@ class MultiTaskSampler:
 
     # -- the epoch ----------------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The S batches of `epoch` (counted from 0), each (task_ids (b,), example_ids (b,)) int64.
+        """The `steps_in_epoch()` batches of `epoch` (counted from 0), each (task_ids (b,),
+        example_ids (b,)) int64.
 
         Advances the state to the next epoch. Epochs must come in order; to regenerate an epoch,
         `load_state_dict` the state saved at its start.
@@ -279,38 +393,79 @@ class MultiTaskSampler:
         if epoch != self.epoch:
             raise ValueError(f"epoch_batches({epoch}): the sampler is at epoch {self.epoch}; epochs come in order "
                              f"(load_state_dict the state saved at the start of epoch {epoch} to regenerate it)")
-        B, N, S, T = self.batch_size, self.epoch_examples, self.steps_per_epoch, len(self.tasks)
-        rng = _rng(_SCHEDULE, self.seed, epoch)
-        w = np.array([self.weights[t] for t in self.tasks])
-        sizes = np.full(S, B, dtype=np.int64)
-        sizes[-1] = N - (S - 1) * B                                    # the remainder batch, last
-        bounds = np.cumsum(sizes)[:-1]
-
-        if self.schedule == "heterogeneous":
-            labels = rng.permutation(np.repeat(np.arange(T), apportion(N, w)))   # (N,) task per row
-            examples = np.empty(N, dtype=np.int64)
-            for i, t in enumerate(self.tasks):
-                rows = labels == i
-                examples[rows] = self._take(t, int(rows.sum()))
-            batches = list(zip(np.split(labels, bounds), np.split(examples, bounds)))
-            groups = [np.arange(s, min(s + self.length_pool, S)) for s in range(0, S, self.length_pool)]
+        if self.protocol == "authors":
+            batches, groups, sizes = self._authors_epoch(epoch)
+        elif self.schedule == "heterogeneous":
+            batches, groups, sizes = self._mixed_epoch(epoch)
         else:
-            slot_task = np.repeat(np.arange(T), apportion(S, w))     # (S,) task of each batch
-            if self.schedule == "homogeneous":
-                slot_task = rng.permutation(slot_task)
-            batches = [None] * S
-            groups = []
-            for i, t in enumerate(self.tasks):
-                slots = np.flatnonzero(slot_task == i)
-                ids = np.split(self._take(t, int(sizes[slots].sum())), np.cumsum(sizes[slots])[:-1])
-                for s, e in zip(slots, ids):
-                    batches[s] = (np.full(len(e), i, dtype=np.int64), e)
-                groups += [slots[j:j + self.length_pool] for j in range(0, len(slots), self.length_pool)]
-
+            batches, groups, sizes = self._single_task_batches_epoch(epoch)
         if self.lengths is not None:
             self._sort_by_length(batches, groups, sizes, _rng(_POOL, self.seed, epoch))
         self.epoch += 1
         return batches
+
+    def _pools(self, slots: np.ndarray) -> list[np.ndarray]:
+        return [slots[j:j + self.length_pool] for j in range(0, len(slots), self.length_pool)]
+
+    def _authors_epoch(self, epoch: int) -> tuple[list, list, np.ndarray]:
+        """multi_dataloader.py: every task freshly shuffled (`random_generator`), its first q_t * m
+        rows kept (`sample_from_all_instances`), all rows shuffled together
+        (`group_instances_heterogeneous`), cut in order into batches, last partial batch kept."""
+        q, m = self.authors_groups()
+        T = len(self.tasks)
+        tids = np.repeat(np.arange(T), np.array(q) * m)
+        eids = np.concatenate([
+            _rng(_AUTHORS_SHUFFLE, self.seed, zlib.crc32(t.encode()), epoch).permutation(self.sizes[t])[:q_t * m]
+            for t, q_t in zip(self.tasks, q)])
+        order = _rng(_SCHEDULE, self.seed, epoch).permutation(len(tids))
+        sizes = _cut(len(tids), self.batch_size)
+        bounds = np.cumsum(sizes)[:-1]
+        batches = list(zip(np.split(tids[order], bounds), np.split(eids[order], bounds)))
+        return batches, self._pools(np.arange(len(sizes))), sizes
+
+    def _mixed_epoch(self, epoch: int) -> tuple[list, list, np.ndarray]:
+        """tl, heterogeneous: the epoch's task labels (quotas exact) shuffled, each task's rows read
+        from its permutation stream, cut in order into batches, the remainder batch last."""
+        T = len(self.tasks)
+        if self.anchor is None:
+            counts = apportion(self.epoch_examples, np.array([self.weights[t] for t in self.tasks]))
+        else:
+            counts = self.anchor_rows()
+        labels = _rng(_SCHEDULE, self.seed, epoch).permutation(np.repeat(np.arange(T), counts))  # (N,)
+        examples = np.empty(len(labels), dtype=np.int64)
+        for i, t in enumerate(self.tasks):
+            rows = labels == i
+            examples[rows] = self._take(t, int(rows.sum()))
+        sizes = _cut(len(labels), self.batch_size)
+        bounds = np.cumsum(sizes)[:-1]
+        batches = list(zip(np.split(labels, bounds), np.split(examples, bounds)))
+        return batches, self._pools(np.arange(len(sizes))), sizes
+
+    def _single_task_batches_epoch(self, epoch: int) -> tuple[list, list, np.ndarray]:
+        """tl, homogeneous or partitioned: every batch from one task. Without an anchor the epoch's
+        S batches are split between tasks by the weights (the remainder batch last); with one, each
+        task's rows are cut into its own batches (its remainder batch its last)."""
+        rng, T, B = _rng(_SCHEDULE, self.seed, epoch), len(self.tasks), self.batch_size
+        if self.anchor is None:
+            sizes = _cut(self.epoch_examples, B)
+            slot_task = np.repeat(np.arange(T), apportion(len(sizes), np.array([self.weights[t] for t in self.tasks])))
+            if self.schedule == "homogeneous":
+                slot_task = rng.permutation(slot_task)
+        else:
+            per_task = [_cut(int(r), B) for r in self.anchor_rows()]
+            slot_task = np.repeat(np.arange(T), [len(s) for s in per_task])
+            sizes = np.concatenate(per_task)
+            if self.schedule == "homogeneous":
+                order = rng.permutation(len(sizes))
+                slot_task, sizes = slot_task[order], sizes[order]
+        batches, groups = [None] * len(sizes), []
+        for i, t in enumerate(self.tasks):
+            slots = np.flatnonzero(slot_task == i)
+            ids = np.split(self._take(t, int(sizes[slots].sum())), np.cumsum(sizes[slots])[:-1])
+            for s, e in zip(slots, ids):
+                batches[s] = (np.full(len(e), i, dtype=np.int64), e)
+            groups += self._pools(slots)
+        return batches, groups, sizes
 
     def _sort_by_length(self, batches: list, groups: list[np.ndarray], sizes: np.ndarray,
                         rng: np.random.Generator) -> None:
@@ -329,3 +484,37 @@ class MultiTaskSampler:
                 rows = order[start:start + sizes[s]]
                 batches[s] = (tids[rows], eids[rows])
                 start += sizes[s]
+
+
+def _check_settings(sizes, batch_size, schedule, seed, length_pool, protocol, anchor, epoch_examples) -> None:
+    """One-line ValueErrors for MultiTaskSampler's settings."""
+    if not sizes:
+        raise ValueError("MultiTaskSampler: no tasks given (sizes is empty)")
+    bad = [f"{t}={n}" for t, n in sizes.items() if not _is_count(n, 1)]
+    if bad:
+        raise ValueError(f"MultiTaskSampler: task sizes must be integers >= 1, got {', '.join(bad)}")
+    if not _is_count(batch_size, 1):
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if not _is_count(seed, 0):
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if epoch_examples is not None and not _is_count(epoch_examples, 1):
+        raise ValueError(f"epoch_examples must be an integer >= 1 or None, got {epoch_examples!r}")
+    if not _is_count(length_pool, 1):
+        raise ValueError(f"length_pool must be an integer >= 1, got {length_pool!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+    if anchor is not None and anchor not in sizes:
+        raise ValueError(f"anchor {anchor!r} is not one of the tasks {list(sizes)}")
+    if anchor is not None and epoch_examples is not None:
+        raise ValueError("give either anchor (an epoch is one pass over it) or epoch_examples, not both")
+    if protocol == "authors":
+        rules = {"schedule": (schedule, "heterogeneous"), "length_pool": (length_pool, 1),
+                 "anchor": (anchor, None), "epoch_examples": (epoch_examples, None)}
+        for name, (got, only) in rules.items():
+            if got != only:
+                raise ValueError(f"protocol 'authors' reproduces their heterogeneous epochs: it needs {name}={only!r}, "
+                                 f"got {name}={got!r}")
+        if batch_size < len(sizes):
+            raise ValueError(f"protocol 'authors': batch_size {batch_size} is smaller than the {len(sizes)} tasks")

@@ -1,10 +1,12 @@
 """Statistics over seed scores: pure functions over numpy arrays, nothing read or written here.
+Library file, copyable alone: it imports only numpy and scipy (no tl file).
 
 It follows the analysis of Weller, Seppi and Gardner (ACL 2022), "When to Use Multi-Task Learning vs
-Intermediate Fine-Tuning" (see ../shared/paper/PROTOCOL.md), and goes beyond it:
+Intermediate Fine-Tuning" (docs/PROTOCOL.md), and goes beyond it:
 
-  paper   describe (n, mean, std with ddof=1), t_test (Student pooled-variance by default, as the
-          paper; Welch optional), size_heuristic_picks_mtl / heuristic_accuracy, table1, table2
+  paper   describe (n, mean, std with ddof=1), t_test (scipy's ttest_ind: Student pooled-variance
+          and two-sided by default, as the paper; Welch optional), size_heuristic_picks_mtl /
+          heuristic_accuracy, average_pairwise, table1, table2
   beyond  adjust_pvalues (Holm, Benjamini-Hochberg), bootstrap_diff_ci, violation_ratio and
           aso_min_epsilon (almost stochastic order, Dror et al. 2019), t_test_power / seeds_needed
           (noncentral t), logistic_fit / crossover (P(MTL better) against log2 size ratio)
@@ -13,6 +15,7 @@ Shapes: a, b (n,) and (m,) are one method's scores over seeds; T targets, S supp
 B bootstrap resamples; N observations. Scores are on the paper's x100 scale but nothing here cares.
 Every random function takes an explicit `np.random.Generator`. Missing values are NaN.
 """
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,37 +42,23 @@ class TTest:
 
 
 def t_test(a: np.ndarray, b: np.ndarray, welch: bool = False, alternative: str = "two-sided") -> TTest | None:
-    """Two-sample t-test of mean(a) - mean(b); a (n,), b (m,).
+    """Two-sample t-test of mean(a) - mean(b); a (n,), b (m,): scipy.stats.ttest_ind underneath.
 
     H0: equal means. `alternative`: "two-sided" (the paper), "greater" (mean a > mean b) or "less".
     Student (default, the paper's test): pooled variance, df = n + m - 2. Welch: unequal variances,
-    Welch-Satterthwaite df. Equals scipy.stats.ttest_ind(a, b, equal_var=not welch). Returns None
-    when n < 2 or m < 2 (no test possible). Zero variance on both sides gives t = +-inf (p = 0) or,
-    with equal means, NaN, as scipy does.
+    Welch-Satterthwaite df. Returns None when n < 2 or m < 2 (no test possible). Zero variance on
+    both sides gives t = +-inf (p = 0) or, with equal means, NaN, as scipy does (its "nearly
+    identical data" warning is silenced: the caller reads t).
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}, got {alternative!r}")
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    n, m = a.size, b.size
-    if n < 2 or m < 2:
+    if a.size < 2 or b.size < 2:
         return None
-    va, vb = a.var(ddof=1), b.var(ddof=1)
-    if welch:
-        se2 = va / n + vb / m
-        with np.errstate(divide="ignore", invalid="ignore"):
-            df = se2**2 / ((va / n) ** 2 / (n - 1) + (vb / m) ** 2 / (m - 1))
-        df = 1.0 if np.isnan(df) else df  # both variances zero: df is irrelevant (scipy does the same)
-    else:
-        df = n + m - 2.0
-        se2 = ((n - 1) * va + (m - 1) * vb) / df * (1.0 / n + 1.0 / m)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (a.mean() - b.mean()) / np.sqrt(se2)
-    dist = sps.t(df)
-    if alternative == "two-sided":
-        p = 2.0 * dist.sf(abs(t))
-    else:
-        p = dist.sf(t) if alternative == "greater" else dist.cdf(t)
-    return TTest(t=float(t), p=float(p), df=float(df))
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = sps.ttest_ind(a, b, equal_var=not welch, alternative=alternative)
+    return TTest(t=float(res.statistic), p=float(res.pvalue), df=float(res.df))
 
 
 def adjust_pvalues(p: np.ndarray, method: str = "none") -> np.ndarray:
@@ -128,11 +117,20 @@ def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
         return np.where(n > 0, np.nansum(x, axis=axis) / np.maximum(n, 1), np.nan)
 
 
+def average_pairwise(mtl: np.ndarray, stilts: np.ndarray) -> np.ndarray:
+    """(T,) per target, the mean over supports of max(MTL, STILTs) cell means: the authors' "average
+    pairwise" (`best_max_df` in compare_method_matrices.py: np.maximum, which gives NaN where either
+    method is missing, then a NaN-skipping mean, so a cell missing one method is left out).
+    mtl, stilts (T, S) cell means, NaN where missing."""
+    return _nanmean(np.maximum(np.asarray(mtl, dtype=np.float64), np.asarray(stilts, dtype=np.float64)), 1)
+
+
 def table1(mtl: np.ndarray, stilts: np.ndarray, mtl_all: np.ndarray) -> np.ndarray:
-    """The paper's Table 1, (T, 3): per target, the mean over supports of the cell means of MTL and of
-    STILTs, and MTL-ALL. mtl, stilts (T, S) cell means (NaN where a cell is missing, e.g. the
-    diagonal); mtl_all (T,)."""
-    return np.stack([_nanmean(mtl, 1), _nanmean(stilts, 1), np.asarray(mtl_all, dtype=np.float64)], axis=1)
+    """The paper's Table 1, (T, 4): per target, the mean over supports of the cell means of MTL and of
+    STILTs, the average pairwise (`average_pairwise`), and MTL-ALL. mtl, stilts (T, S) cell means
+    (NaN where a cell is missing, e.g. the diagonal); mtl_all (T,)."""
+    return np.stack([_nanmean(mtl, 1), _nanmean(stilts, 1), average_pairwise(mtl, stilts),
+                     np.asarray(mtl_all, dtype=np.float64)], axis=1)
 
 
 def table2(mtl_all: np.ndarray, mtl: np.ndarray, stilts: np.ndarray, picks_mtl: np.ndarray) -> np.ndarray:

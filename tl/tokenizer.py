@@ -6,10 +6,17 @@ BertTokenizer does), or RoBERTa's byte-level BPE from `vocab.json` + `merges.txt
 as RobertaTokenizer). Encodes single sentences and pairs with the model's special tokens, truncates
 longest-first to `max_len`, and never pads: batching pads (tl/data.py). Padding or truncation settings
 baked into a `tokenizer.json` (all-MiniLM-L6-v2's pads every sequence to 128) are switched off.
+
+`lowercase=True` is the authors' `--do_lower_case` (orionw/MTLvsIFT `run_glue.py`, with the transformers
+commit d426b58 their requirements.txt pins): that version's `PreTrainedTokenizer.tokenize` lowercased
+the text one character at a time (`str.lower`) except where a special token ("<mask>", "[SEP]", ...)
+was written in it, before any model-specific tokenization, also for cased vocabularies (RoBERTa).
+Imports nothing from tl.
 """
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -27,17 +34,22 @@ PAD_TOKENS = ("[PAD]", "<pad>")
 class Tokenizer:
     """`encode(a, b=None, max_len=128) -> (ids, type_ids)`; `encode_batch`; `pad_id`; `fingerprint`; `save`."""
 
-    def __init__(self, tokenizer: HFTokenizer, pad_id: int):
+    def __init__(self, tokenizer: HFTokenizer, pad_id: int, lowercase: bool = False):
         tokenizer.no_padding()
         tokenizer.no_truncation()
         self._tok = tokenizer
         self.pad_id = pad_id
+        self.lowercase = lowercase
+        specials = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}, key=len)
+        self._specials = re.compile("|".join(re.escape(t) for t in reversed(specials))) if specials else None
         # computed before any call switches truncation on, so it covers the vocabulary and the
-        # normalizer/pre-tokenizer/post-processor settings only
-        self.fingerprint = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
+        # normalizer/pre-tokenizer/post-processor settings only; lowercasing changes the ids, so it
+        # is in the fingerprint too (tl/data.py's cache key reads it)
+        settings = tokenizer.to_str() + ("\nlowercase" if lowercase else "")
+        self.fingerprint = hashlib.sha256(settings.encode()).hexdigest()
 
     @classmethod
-    def from_checkpoint(cls, folder) -> "Tokenizer":
+    def from_checkpoint(cls, folder, lowercase: bool = False) -> "Tokenizer":
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such model folder")
@@ -55,7 +67,19 @@ class Tokenizer:
             tok = byte_level_bpe(folder / "vocab.json", folder / "merges.txt", specials)
         else:
             raise FileNotFoundError(f"{folder}: no tokenizer.json, vocab.txt, or vocab.json + merges.txt")
-        return cls(tok, pad_id=find_pad_id(tok, specials, folder))
+        return cls(tok, pad_id=find_pad_id(tok, specials, folder), lowercase=lowercase)
+
+    def prepare(self, text: Optional[str]) -> Optional[str]:
+        """The text as it is tokenized: lowercased outside special tokens when `lowercase`."""
+        if not self.lowercase or text is None:
+            return text
+        if self._specials is None:
+            return lower_chars(text)
+        pieces, start = [], 0
+        for m in self._specials.finditer(text):
+            pieces += [lower_chars(text[start:m.start()]), m.group()]
+            start = m.end()
+        return "".join(pieces + [lower_chars(text[start:])])
 
     def _truncate(self, max_len: int) -> None:
         # max_len counts the special tokens, as transformers' max_length does
@@ -65,7 +89,7 @@ class Tokenizer:
     def encode(self, a: str, b: Optional[str] = None, max_len: int = 128) -> tuple[list, list]:
         """Token ids and token type ids of one sentence or pair, special tokens included."""
         self._truncate(max_len)
-        e = self._tok.encode(a, b)
+        e = self._tok.encode(self.prepare(a), self.prepare(b))
         return e.ids, e.type_ids
 
     def encode_batch(self, list_a: list, list_b: Optional[list] = None, max_len: int = 128) -> list:
@@ -73,7 +97,8 @@ class Tokenizer:
         if list_b is not None and len(list_b) != len(list_a):
             raise ValueError(f"encode_batch: {len(list_a)} first sentences but {len(list_b)} second ones")
         self._truncate(max_len)
-        inputs = list(list_a) if list_b is None else list(zip(list_a, list_b))
+        list_a = [self.prepare(a) for a in list_a]
+        inputs = list_a if list_b is None else list(zip(list_a, [self.prepare(b) for b in list_b]))
         return [(e.ids, e.type_ids) for e in self._tok.encode_batch(inputs)]
 
     def save(self, folder) -> Path:
@@ -88,6 +113,12 @@ class Tokenizer:
 
     def __len__(self) -> int:
         return self._tok.get_vocab_size()
+
+
+def lower_chars(text: str) -> str:
+    """`str.lower` of each character alone, as transformers' `lowercase_text` did (regex `.+?` per
+    character): a final capital sigma becomes "σ", not the "ς" of `text.lower()`."""
+    return text.lower() if text.isascii() else "".join(map(str.lower, text))
 
 
 def read_json(path: Path) -> dict:

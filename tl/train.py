@@ -1,47 +1,58 @@
 """The training loop: `fit()` fine-tunes a MultiTaskModel on one or more tasks, `evaluate()` scores it.
 
-It follows the paper's protocol (`shared/paper/PROTOCOL.md`): AdamW (lr 2e-5, no weight decay),
-linear decay to 0 with optional warmup, gradient-norm clipping at 1.0, batch 128, 10 epochs with a
-dev evaluation every half epoch, the best dev checkpoint being the run's score. One function reads
-top to bottom (nanoGPT's train.py): schedule, micro-steps under autocast, gradient all-reduce (DDP),
-unscale, clip, step, zero_grad, evaluate/checkpoint, log. No callbacks, no trainer classes.
+It follows the paper's protocol (PROTOCOL.md): AdamW (lr 2e-5, no weight decay), linear decay to 0
+with optional warmup, gradient-norm clipping at 1.0, batch 128, 10 epochs with a dev evaluation every
+half epoch, the best dev checkpoint being the run's score. Setup is a few named steps
+(`setup_sampler`, `setup_model`, `setup_optimization`, `resume`), after torchtune's recipes; `fit`'s
+loop then reads top to bottom, as nanoGPT's train.py: epoch start, learning rate, `train_step`
+(micro-batches under autocast, backward, all-reduce, unscale, clip, step, zero_grad), evaluation,
+checkpoint, log. No callbacks, no trainer classes.
 
-Three invariants are tested:
-- The loss of an optimizer step is the sum of per-example losses divided by the number of examples
-  in the whole step (all micro-batches, all ranks), counted before any backward pass. So
-  (batch 8, micro 8), (batch 8, micro 2) and 2 ranks x 4 give the same gradient (torchtune, torchtitan).
-- A run killed at any moment (`kill -9`) and started again continues from its last checkpoint and ends
-  with exactly the parameters and metrics of an uninterrupted run (CPU): the checkpoint holds the
-  optimizer, schedule, scaler, RNG and the sampler's state at the start of the current epoch.
-- Checkpoints, records and logs are written atomically (temp + rename); a non-finite model is never
-  kept as best.
+Two protocols (`TrainSettings.protocol`; PROTOCOL.md, "Two protocols"), which differ here in:
+- loss: each row of a global batch of B rows is weighted before the backward passes: tl 1/B (every
+  example weighs the same); authors 1/B_t, B_t the rows of the row's task in that batch, i.e. the
+  sum over the tasks present of each task's mean loss (orionw/MTLvsIFT run_glue.py `train`, its
+  loop over `batch_all`).
+- learning rate: tl decays linearly in the fraction of the run done, counted in epochs (each
+  epoch's own number of batches), so it reaches 0 exactly after the last step however epoch lengths
+  change; authors fix t_total = (batches of the first epoch) x epochs once (run_glue.py) and use
+  max(0, 1 - step / t_total) (transformers' get_linear_schedule_with_warmup, warmup 0).
+The epochs themselves come from the sampler (tl/sampling.py), whose number of batches may change
+from epoch to epoch; evaluations fall at every 1/evals_per_epoch of each epoch and at the end.
 
-Distributed data parallel (`torchrun`): when `torch.distributed` is initialised, every rank takes its
-own rows of each global batch (`tl.sampling.shard`), each rank's loss is divided by the example count
-of the whole global step, and gradients are summed over ranks with one all-reduce of a flat buffer
-(which also covers heads that some rank did not use in a step). Every rank then takes the same
-optimizer step, so N processes compute the run of one process with the same global batch (tested:
-parameters equal to 1e-5). Dev evaluation is split over the ranks the same way and the predictions
-summed back. Only rank 0 writes files (checkpoints, records, logs); the checkpoint holds every rank's
-RNG state, so a DDP run resumes exactly too. Dropout draws differ per rank (seed + rank).
+Invariants, tested:
+- A step's loss is sum(weight_row * loss_row), the weights computed from the whole global batch
+  before any backward pass, so (batch 8, micro 8), (batch 8, micro 2) and 2 ranks x 4 give the same
+  gradient (torchtune, torchtitan; STYLE.md 9).
+- A run killed at any moment (`kill -9`) and started again ends with exactly the parameters and log
+  of an uninterrupted run (CPU): the checkpoint holds the optimizer, scaler, every rank's RNG, the
+  loop state (`LoopState`) and the sampler's state at the start of the current epoch, from which the
+  epoch is regenerated. Checkpoint files cannot run code when read: safetensors, JSON, and an
+  `optim.pt` of tensors and plain values read with `torch.load(weights_only=True)`.
+- Files are written atomically (tl/runs.py); a non-finite model is never kept as best.
+
+DDP (`torchrun`): every rank takes its rows of each global batch (`tl.sampling.shard`), weighted as
+above; one all-reduce of a flat buffer sums the gradients (also of heads some rank did not use), so
+N processes compute the run of one process (tested to 1e-5). Dev predictions are split over the ranks
+and summed back. Only rank 0 writes files. Dropout draws differ per rank (seed + rank).
 
 `--compile` wraps each Transformer layer in `torch.compile(dynamic=True)`: the layers are where the
-time goes, and their token count N changes with every batch (dynamic shapes, one compilation). The
-unpadding index ops and the per-task heads stay eager. Checkpoints still hold the plain module's keys.
+time goes, and their token count changes with every batch (dynamic shapes, one compilation).
+
+Imports tl.cli, tl.data, tl.heads, tl.metrics, tl.model, tl.runs, tl.sampling.
 """
 from __future__ import annotations
 
 import ctypes
 import json
 import math
-import os
+import pickle
 import platform
 import random
-import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -50,37 +61,45 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from tl.cli import arg
+from tl.data import collate
 from tl.heads import MultiTaskModel
-from tl.model import Encoder
 from tl.metrics import compute_metrics, headline_score
-from tl.sampling import MultiTaskSampler, shard, task_weights
+from tl.model import Encoder
+from tl.runs import append_log, fresh_dir, read_json, resolve_dir, swap_dir, truncate_log, write_json
+from tl.sampling import PROTOCOLS, SAMPLERS, SCHEDULES, MultiTaskSampler, shard, task_weights
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: loop state in state.json, optim.pt loadable with weights_only, no scheduler
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# settings that may change between a run and its resumption (they do not change what is computed)
+RESUME_FREE = {"progress", "save_every", "keep_checkpoint", "keep_best", "eval_batch_size", "compile"}
 
 
 @dataclass
 class TrainSettings:
     """Optimisation settings of one run; the defaults are the paper's (PROTOCOL.md)."""
 
-    epochs: float = arg(10.0, "training epochs (an epoch of a multi-task run = the sum of the tasks' sizes)")
+    epochs: float = arg(10.0, "training epochs; an epoch is the sampler's (tl: one pass over the target of a "
+                        "pairwise run, else over all tasks; authors: their code's epochs)")
     max_steps: int = arg(0, "stop after this many optimizer steps, the schedule following; 0: no cap")
     batch_size: int = arg(128, "examples per optimizer step, over all processes")
     micro_batch: int = arg(0, "accumulate micro-batches of this size per process; 0: the whole batch at once")
     lr: float = arg(2e-5, "peak learning rate of AdamW")
     weight_decay: float = arg(0.0, "AdamW weight decay (biases and LayerNorm excluded)")
-    warmup_ratio: float = arg(0.0, "fraction of the steps spent warming the learning rate up")
+    warmup_ratio: float = arg(0.0, "fraction of the schedule spent warming the learning rate up")
     max_grad_norm: float = arg(1.0, "clip the gradient norm to this")
     precision: str = arg("auto", "fp32, bf16 or fp16 (with a gradient scaler); auto: bf16 on CUDA where "
                          "supported, else fp16 there, fp32 on CPU", choices=PRECISIONS)
+    protocol: str = arg("tl", "tl (fair epochs, every example weighs the same, schedule over the actual steps) "
+                        "or authors (their code's epochs, per-task mean losses, schedule from the first epoch)")
     evals_per_epoch: int = arg(2, "dev evaluations per epoch (the paper: every half epoch)")
     eval_batch_size: int = arg(256, "examples per evaluation batch")
     early_stopping: int = arg(0, "stop after this many evaluations without a better target score; 0: off")
     seed: int = 42
-    sampler: str = arg("dynamic", "multi-task sampler: uniform, size, temperature, dynamic, dynamic-softmax")
+    sampler: str = arg("auto", "multi-task sampler: uniform, size, temperature, dynamic, dynamic-softmax; "
+                       "auto: the recipe's choice for the protocol and mode")
     schedule: str = arg("heterogeneous", "multi-task batches: heterogeneous, homogeneous, partitioned")
     temperature: float = arg(2.0, "T of the temperature sampler (weights ~ size^(1/T))")
-    length_pool: int = arg(0, "batches pooled for length sorting; 0: the whole epoch for one task, 1 for several")
+    length_pool: int = arg(0, "batches pooled for length sorting; 0: the whole epoch for one task (tl), else 1")
     save_every: int = arg(0, "also write a resume checkpoint every N steps; 0: at each evaluation only")
     max_nonfinite: int = arg(5, "consecutive non-finite losses (fp32/bf16) before the run fails")
     keep_best: tuple = ()  # tasks whose best model is written to best/ (best/<TASK>/ when several)
@@ -97,12 +116,17 @@ class TrainSettings:
                 f"--micro-batch {self.micro_batch} must divide --batch-size {self.batch_size} "
                 f"(for example --micro-batch {math.gcd(self.batch_size, max(self.micro_batch, 1))})"
             )
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        choices = {"precision": PRECISIONS, "protocol": PROTOCOLS, "sampler": ("auto", *SAMPLERS),
+                   "schedule": SCHEDULES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ValueError("set --epochs > 0 or --max-steps > 0")
         if self.evals_per_epoch <= 0:
             raise ValueError(f"--evals-per-epoch must be positive, got {self.evals_per_epoch}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
 @dataclass
@@ -115,36 +139,25 @@ class TaskData:
     reference: float | None = None  # single-task dev score (x100), for dynamic sampling
 
 
+@dataclass
+class LoopState:
+    """Where a run stands; saved in checkpoint/state.json, so a resumed run continues exactly."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # the current epoch (from 0)
+    position: int = 0  # steps done in it
+    best: dict = field(default_factory=dict)  # task -> best dev metrics, with their step and epoch
+    history: list = field(default_factory=list)  # one entry per evaluation (log.jsonl's lines)
+    stale: int = 0  # evaluations since the target's score last improved
+    examples_seen: dict = field(default_factory=dict)  # task -> training rows of the global batches so far
+    sampler_state: dict | None = None  # the sampler at the start of `epoch` (None before the first)
+    t_total: float | None = None  # authors: the schedule's length, fixed at the first epoch
+    nonfinite: int = 0  # consecutive non-finite losses
+    timing: dict = field(default_factory=lambda: {"train_seconds": 0.0, "examples": 0, "tokens": 0})
+
+
 # ---------------------------------------------------------------------------------------------
 # batches
-
-
-def collate_rows(splits: list, task_ids: np.ndarray, example_ids: np.ndarray, pad_id: int) -> dict:
-    """Rows (task_ids[i], example_ids[i]) of several tokenized splits -> one padded batch.
-
-    Pads to the longest row (dynamic padding). Labels are float32 for every task: class ids are
-    exact in float32 and the heads cast them back; regression targets stay real.
-    """
-    rows = []
-    for t, i in zip(task_ids.tolist(), example_ids.tolist()):
-        s = splits[t]
-        a, b = s.offsets[i], s.offsets[i + 1]
-        rows.append((s.ids[a:b], s.type_ids[a:b], s.labels[i]))
-    T = max(len(r[0]) for r in rows)
-    ids = np.full((len(rows), T), pad_id, dtype=np.int64)
-    types = np.zeros((len(rows), T), dtype=np.int64)
-    mask = np.zeros((len(rows), T), dtype=np.int64)
-    for r, (x, y, _) in enumerate(rows):
-        ids[r, : len(x)] = x
-        types[r, : len(y)] = y
-        mask[r, : len(x)] = 1
-    return {
-        "input_ids": torch.from_numpy(ids),
-        "attention_mask": torch.from_numpy(mask),
-        "token_type_ids": torch.from_numpy(types),
-        "task_ids": torch.as_tensor(task_ids, dtype=torch.long),
-        "labels": torch.tensor([r[2] for r in rows], dtype=torch.float32),
-    }
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -154,9 +167,18 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def loss_weights(task_ids: np.ndarray, n_tasks: int, protocol: str) -> np.ndarray:
+    """(n_tasks,) the loss weight of one row of each task in a global batch `task_ids` (B,), so that
+    the step's loss is sum over rows of weight[task] * loss_row. tl: 1/B, every example the same
+    (STYLE.md 9); authors: 1/B_t with B_t the task's rows in the batch, i.e. the sum over the tasks
+    present of each task's mean loss (run_glue.py `train` adds each sub-batch's mean loss)."""
+    if protocol == "authors":
+        return 1.0 / np.maximum(np.bincount(task_ids, minlength=n_tasks), 1)
+    return np.full(n_tasks, 1.0 / len(task_ids))
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluation
-
 
 @torch.no_grad()
 def predict(model: MultiTaskModel, task: int, split, device, amp_dtype, batch_size: int, pad_id: int) -> np.ndarray:
@@ -170,10 +192,10 @@ def predict(model: MultiTaskModel, task: int, split, device, amp_dtype, batch_si
     out = np.zeros(len(split.lengths), dtype=np.float64)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = to_device(collate_rows([split], np.zeros(len(idx), dtype=np.int64), idx, pad_id), device)
+        batch = to_device(collate([split], np.zeros(len(idx), dtype=np.int64), idx, pad_id), device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
             hidden = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            logits = model.heads[model.specs[task].task](model.features(hidden)).float()
+            logits = model.heads[model.head_key(task)](model.features(hidden)).float()
         if model.specs[task].regression:
             out[idx] = logits.squeeze(-1).cpu().numpy()
         else:
@@ -204,52 +226,7 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskData], device, amp_dtype, ba
 
 
 # ---------------------------------------------------------------------------------------------
-# files: atomic JSON, checkpoint folders
-
-
-def write_json(path: Path, obj) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one. Under
-    DDP only rank 0 writes (every rank holds the same values; two writers would race on the temp file)."""
-    if dist_info()[0] != 0:
-        return
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (tuple, set, Path)):
-        return list(o) if not isinstance(o, Path) else str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def swap_dir(tmp: Path, final: Path) -> None:
-    """Replace folder `final` by `tmp`. A kill between the two renames leaves `final.old`, which
-    `resolve_dir` still finds, so a finished checkpoint is never lost."""
-    old = final.with_name(final.name + ".old")
-    if old.exists() and final.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def resolve_dir(final: Path) -> Path | None:
-    final = Path(final)
-    for candidate in (final, final.with_name(final.name + ".old")):
-        if (candidate / "state.json").exists() or (candidate / "model.safetensors").exists():
-            return candidate
-    return None
+# files: models, checkpoints (tl/runs.py writes them atomically)
 
 
 def save_model(model: MultiTaskModel, directory: Path, tokenizer=None) -> None:
@@ -262,7 +239,10 @@ def save_model(model: MultiTaskModel, directory: Path, tokenizer=None) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The RNG states as tensors and plain values (what `torch.load(weights_only=True)` reads back)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss],
+             "python": list(random.getstate())}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -270,8 +250,10 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    name, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -282,9 +264,80 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def save_checkpoint(run_dir: Path, model, optimizer, scaler, state: LoopState, settings: TrainSettings) -> None:
+    """checkpoint/: the model, `optim.pt` (optimizer, scaler and every rank's RNG) and `state.json`
+    (the loop state and settings). A collective under DDP (the RNG states are gathered); rank 0 writes."""
+    rank, world = dist_info()
+    rngs = [_rng_state()]
+    if world > 1:
+        rngs = [None] * world
+        dist.all_gather_object(rngs, _rng_state())
+    if rank != 0:
+        return
+    tmp = fresh_dir(run_dir / "checkpoint.tmp")
+    save_model(model, tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng_ranks": rngs}, tmp / "optim.pt")
+    write_json(tmp / "state.json", {"format_version": CHECKPOINT_FORMAT, **asdict(state), "settings": asdict(settings)})
+    swap_dir(tmp, run_dir / "checkpoint")
+
+
+def save_best(run_dir: Path, model, tokenizer, task: str, state: LoopState, settings: TrainSettings) -> None:
+    """best/ (best/<task>/ when several tasks keep theirs): the model at `task`'s best dev score."""
+    if dist_info()[0] != 0:
+        return
+    final = run_dir / "best" if len(settings.keep_best) <= 1 else run_dir / "best" / task
+    tmp = fresh_dir(final.with_name(final.name + ".tmp"))
+    save_model(model, tmp, tokenizer)
+    best = state.best[task]
+    write_json(tmp / "state.json", {"task": task, "step": best["step"], "epoch": best["epoch"], "metrics": best})
+    swap_dir(tmp, final)
+
+
+def _load_plain(path: Path) -> dict:
+    """torch.load of tensors and plain values only: a file that would run code is refused, unread."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: refused, not a checkpoint of tensors and plain values ({first}); delete "
+                         f"{path.parent.parent} to start that run again") from None
+
+
+def resume(run_dir: Path, model, optimizer, scaler, settings: TrainSettings) -> LoopState | None:
+    """Load checkpoint/ of `run_dir` into the model, optimizer and scaler, restore this rank's RNG and
+    return the loop state; None when there is no checkpoint (a fresh run)."""
+    found = resolve_dir(run_dir / "checkpoint")
+    if found is None:
+        return None
+    saved = read_json(found / "state.json")
+    if saved.get("format_version") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{found}: checkpoint format {saved.get('format_version')}, this tl reads "
+                         f"{CHECKPOINT_FORMAT}; delete {run_dir} to start again")
+    now = json.loads(json.dumps(asdict(settings), default=list))
+    diff = sorted(k for k in now if k not in RESUME_FREE and saved["settings"].get(k) != now[k])
+    if diff:
+        shown = ", ".join(f"{k} {saved['settings'].get(k)!r} vs {now[k]!r}" for k in diff[:4])
+        raise ValueError(f"{found}: checkpoint from other settings ({shown}); delete {run_dir} to start again")
+    extra = _load_plain(found / "optim.pt")
+    model.encoder.load_state_dict(Encoder.from_pretrained(found).state_dict())
+    model.load_heads(found)
+    optimizer.load_state_dict(extra["optimizer"])
+    scaler.load_state_dict(extra["scaler"])
+    rank, world = dist_info()
+    rngs = extra["rng_ranks"]
+    if len(rngs) != world and world > 1:
+        warnings.warn(f"{found}: checkpoint of {len(rngs)} process(es) resumed on {world}; dropout draws will differ")
+    _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+    state = LoopState(**{f.name: saved[f.name] for f in fields(LoopState)})
+    if rank == 0:
+        truncate_log(run_dir / "log.jsonl", state.step)
+        print(f"resuming {run_dir.name} from step {state.step} (epoch {state.epoch}, step {state.position} in it)",
+              flush=True)
+    return state
+
+
 # ---------------------------------------------------------------------------------------------
 # optimisation
-
 
 def make_optimizer(model: torch.nn.Module, settings: TrainSettings, device) -> torch.optim.Optimizer:
     """AdamW; with weight decay, biases and LayerNorm weights are excluded (as BERT's recipe)."""
@@ -319,40 +372,58 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def clipped_step(optimizer: torch.optim.Optimizer, parameters, max_norm: float) -> torch.Tensor:
-    """Clip the gradients' total norm to `max_norm`, then step; returns the norm before clipping.
-
-    The same update as `clip_grad_norm_` followed by `optimizer.step()`: each gradient is scaled by
-    min(1, max_norm / (norm + 1e-6)). A fused optimizer (make_optimizer's AdamW) does the scaling inside
-    its own pass over the gradients, as a gradient scale (it divides by max(1, (norm + 1e-6) / max_norm));
-    that saves clip_grad_norm_'s separate read and write of every gradient (22.7M floats for MiniLM:
-    clip + step 33 -> 26.5 ms per step on 2 CPU cores). Unclipped steps are bit-identical; clipped ones agree to
-    float rounding. Not for fp16 with a GradScaler, which owns the optimizer's gradient scale."""
-    parameters = [p for p in parameters if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-    if not all(group.get("fused") for group in optimizer.param_groups):
-        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
-        optimizer.step()
-        return norm
-    # the attributes GradScaler.step sets for fused optimizers, read by Adam(W).step
-    optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0)
-    optimizer.found_inf = None
-    try:
-        optimizer.step()
-    finally:
-        del optimizer.grad_scale, optimizer.found_inf
-    return norm
+def linear_factor(done: float, warmup: float = 0.0) -> float:
+    """Learning-rate multiplier once a fraction `done` of the schedule is behind: linear warmup over
+    the first `warmup`, then linear decay to 0 at done = 1 (transformers' get_linear_schedule_with_warmup
+    written in fractions: step / t_total and warmup_steps / t_total)."""
+    if done < warmup:
+        return done / warmup
+    return max(0.0, (1.0 - done) / (1.0 - warmup))
 
 
 def linear_schedule(optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup to the peak lr, then linear decay to 0 at `total_steps` (run_glue's default)."""
+    """`linear_factor` over a known number of steps (run_glue's default schedule)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: linear_factor(step / total_steps, warmup_steps / total_steps))
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def epoch_plan(epochs: float, epoch: int, n: int) -> tuple[int, bool]:
+    """(steps the run takes of epoch `epoch`, which has `n` batches; whether it is the run's last epoch).
+    All of them but in a fractional last epoch: `--epochs 2.5` takes half of the third (rounded up)."""
+    left = epochs - epoch
+    if epochs <= 0 or left > 1:
+        return n, False
+    return max(1, math.ceil(round(left * n, 6))), True  # round: 0.3 * 10 is 3.0000000000000004
+
+
+def run_fraction(settings: TrainSettings, state: LoopState, n: int) -> float:
+    """tl's schedule clock: the fraction of the run done before the next step, in the current epoch of
+    `n` batches. In epochs: (epochs done + position / n) / epochs, a fractional last epoch counting its
+    own steps, so it reaches exactly 1 after the run's last step whatever the epochs' lengths; with
+    --max-steps, step / max_steps when that is further (the cap that ends the run first sets the pace)."""
+    parts = []
+    if settings.epochs > 0:
+        planned, _ = epoch_plan(settings.epochs, state.epoch, n)
+        share = min(1.0, settings.epochs - state.epoch)
+        parts.append((state.epoch + share * state.position / planned) / settings.epochs)
+    if settings.max_steps > 0:
+        parts.append(state.step / settings.max_steps)
+    return max(parts)
+
+
+def learning_rate(settings: TrainSettings, state: LoopState, n: int) -> float:
+    """The next step's learning rate (nanoGPT's get_lr: computed, not a scheduler's state)."""
+    if settings.protocol == "authors":
+        return settings.lr * linear_factor(state.step / state.t_total, settings.warmup_ratio)
+    return settings.lr * linear_factor(run_fraction(settings, state, n), settings.warmup_ratio)
+
+
+def authors_t_total(first_epoch: int, settings: TrainSettings) -> float:
+    """run_glue.py `train`: t_total = len(train_dataloader) // accumulation * epochs, once, from the
+    first epoch (an accumulation of ours is one step, so len // accumulation = the epoch's batches);
+    --max-steps replaces it when it ends the run first (theirs: t_total = max_steps)."""
+    total = first_epoch * settings.epochs if settings.epochs > 0 else math.inf
+    return min(total, settings.max_steps) if settings.max_steps > 0 else total
 
 
 def resolve_precision(precision: str, device) -> torch.dtype:
@@ -390,62 +461,27 @@ def allreduce_grads(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# the loop
+# the loop's steps
 
 
-def fit(
-    model: MultiTaskModel,
-    tasks: list[TaskData],
-    settings: TrainSettings,
-    run_dir: Path,
-    *,
-    device: torch.device | str = "cpu",
-    pad_id: int = 0,
-    tokenizer=None,
-    record: dict | None = None,
-) -> dict:
-    """Train `model` on `tasks` (tasks[0] is the target) and return the run's summary:
-    `best` (per task, the best dev metrics with their step and epoch), `history`, `timing`.
-
-    `run_dir` receives `checkpoint/` (latest, for resuming), `best/` (the best model of the tasks in
-    `settings.keep_best`), `log.jsonl` (one line per evaluation) and, if `record` is given, the run
-    record `record.json` (updated at each evaluation, status "complete" only at the end).
-    """
-    device = torch.device(device)
-    run_dir = Path(run_dir)
-    rank, world = dist_info()
-    is_main = rank == 0
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    amp_dtype = resolve_precision(settings.precision, device)
-    names = [t.spec.name for t in tasks]
-    target = names[0]
-    if settings.batch_size % world:
-        raise ValueError(f"--batch-size {settings.batch_size} must be divisible by the {world} processes")
-
-    # ---- sampler, steps, schedule
+def setup_sampler(tasks: list[TaskData], settings: TrainSettings, anchor: str | None) -> MultiTaskSampler:
+    """The sampler of the run's epochs (tl/sampling.py), under the run's protocol."""
+    if settings.sampler == "auto" and len(tasks) > 1:
+        raise ValueError("--sampler auto is resolved by the recipe (tl/recipes.py) for a protocol and mode; "
+                         "fit needs a sampler for several tasks")
     sizes = {t.spec.name: len(t.train) for t in tasks}
-    # one task: sort the whole epoch by length (nearly pad-free batches, as tl.data.bucket_batches);
-    # several: keep each batch's task mixture exact (the paper's heterogeneous batches)
-    pool = settings.length_pool or (math.ceil(sum(sizes.values()) / settings.batch_size) if len(tasks) == 1 else 1)
-    sampler = MultiTaskSampler(
-        sizes,
-        lengths={t.spec.name: np.asarray(t.train.lengths) for t in tasks},
-        batch_size=settings.batch_size,
-        schedule=settings.schedule,
-        seed=settings.seed,
-        length_pool=pool,
-    )
-    steps_per_epoch = sampler.steps_per_epoch
-    total_steps = math.ceil(settings.epochs * steps_per_epoch) if settings.epochs > 0 else settings.max_steps
-    if settings.max_steps > 0:
-        total_steps = min(total_steps, settings.max_steps)
-    n_evals = int(total_steps * settings.evals_per_epoch // steps_per_epoch)
-    eval_steps = {math.ceil(i * steps_per_epoch / settings.evals_per_epoch) for i in range(1, n_evals + 1)}
-    eval_steps = {s for s in eval_steps if s <= total_steps} | {total_steps}
-    micro = settings.micro_batch or settings.batch_size
+    # one task under tl: sort the whole epoch by length (nearly pad-free batches, as tl.data.bucket_batches);
+    # several: keep each batch's task mixture exact (the paper's heterogeneous batches); authors: theirs
+    pool = settings.length_pool or (math.ceil(sum(sizes.values()) / settings.batch_size)
+                                    if len(tasks) == 1 and settings.protocol == "tl" else 1)
+    return MultiTaskSampler(sizes, lengths={t.spec.name: np.asarray(t.train.lengths) for t in tasks},
+                            batch_size=settings.batch_size, schedule=settings.schedule, seed=settings.seed,
+                            length_pool=pool, protocol=settings.protocol, anchor=anchor)
 
-    # ---- model, optimizer, schedule, scaler
+
+def setup_model(model: MultiTaskModel, settings: TrainSettings, device: torch.device) -> None:
+    """Seed, move to `device`, make every rank start equal, compile the layers if asked."""
+    rank, world = dist_info()
     seed_everything(settings.seed + rank)  # rank 0 is a single process's run; other ranks draw other dropout
     model.to(device).train()
     if world > 1:
@@ -454,206 +490,202 @@ def fit(
     if settings.compile:
         for layer in model.encoder.encoder["layer"]:
             layer.compile(dynamic=True)  # in place: parameter names (and checkpoints) stay as they are
-    optimizer = make_optimizer(model, settings, device)
-    scheduler = linear_schedule(optimizer, total_steps, int(settings.warmup_ratio * total_steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    step, best, history, stale, nonfinite = 0, {}, [], 0, 0
-    epoch_start_state, sampler_epoch = None, -1  # sampler state before generating epoch `sampler_epoch`
-    timing = {"train_seconds": 0.0, "examples": 0, "tokens": 0}
-    ckpt_dir = run_dir / "checkpoint"
-    found = resolve_dir(ckpt_dir)
-    if found is not None:  # ---- resume
-        state = json.loads((found / "state.json").read_text())
-        if state["format_version"] != CHECKPOINT_FORMAT or state["total_steps"] != total_steps:
-            raise ValueError(f"{found}: checkpoint from other settings (total_steps {state['total_steps']} vs {total_steps}); "
-                             f"delete {run_dir} to start again")
-        model.encoder.load_state_dict(Encoder.from_pretrained(found).state_dict())
-        model.load_heads(found)
-        extra = torch.load(found / "optim.pt", weights_only=False, map_location="cpu")
-        optimizer.load_state_dict(extra["optimizer"])
-        scheduler.load_state_dict(extra["scheduler"])
-        scaler.load_state_dict(extra["scaler"])
-        rngs = extra.get("rng_ranks") or [extra["rng"]]
-        if len(rngs) != world and world > 1:
-            warnings.warn(f"{found}: checkpoint of {len(rngs)} process(es) resumed on {world}; dropout draws will differ")
-        _set_rng_state(rngs[rank] if rank < len(rngs) else extra["rng"])
-        step, best, history, stale = state["step"], state["best"], state["history"], state["stale"]
-        epoch_start_state, sampler_epoch, timing = state["sampler"], state["sampler_epoch"], state["timing"]
-        if is_main:
-            _rewrite_log(run_dir / "log.jsonl", step)
-            print(f"resuming {run_dir.name} from step {step}/{total_steps}", flush=True)
 
-    def save_checkpoint():
-        rngs = [_rng_state()]
-        if world > 1:  # a collective: every rank calls save_checkpoint, rank 0 writes
-            rngs = [None] * world
-            dist.all_gather_object(rngs, _rng_state())
-        if not is_main:
-            return
-        tmp = run_dir / "checkpoint.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        save_model(model, tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": rngs[0], "rng_ranks": rngs}, tmp / "optim.pt")
-        write_json(tmp / "state.json", {
-            "format_version": CHECKPOINT_FORMAT, "step": step, "epoch": step / steps_per_epoch,
-            "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "best": best,
-            "history": history, "stale": stale, "sampler": epoch_start_state, "sampler_epoch": sampler_epoch, "timing": timing,
-            "settings": asdict(settings),
-        })
-        swap_dir(tmp, ckpt_dir)
+def setup_optimization(model, settings: TrainSettings, device, amp_dtype) -> tuple:
+    """AdamW and the gradient scaler (enabled for fp16 only: one code path for every precision)."""
+    return make_optimizer(model, settings, device), torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
-    def save_best(task: str):
-        if not is_main:
-            return
-        final = run_dir / "best" if len(settings.keep_best) <= 1 else run_dir / "best" / task
-        tmp = final.with_name(final.name + ".tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        save_model(model, tmp, tokenizer)
-        write_json(tmp / "state.json", {"task": task, "step": step, "epoch": step / steps_per_epoch, "metrics": best[task]})
-        swap_dir(tmp, final)
 
-    # ---- train
-    bar = tqdm(total=total_steps, initial=step, desc=f"{run_dir.name}", disable=not (settings.progress and is_main),
-               dynamic_ncols=True)
-    batches, last_loss = None, float("nan")
-    # this call's first step, kept apart in the timing: it pays one-time costs (the optimizer's state,
-    # first touches of memory) that a long run spreads over thousands of steps
-    first_step, counted, step0 = None, (timing["examples"], timing["tokens"]), step
-    t0 = time.perf_counter()
-    while step < total_steps:
-        epoch, position = divmod(step, steps_per_epoch)
-        if batches is None and epoch_start_state is not None:
-            # resumed: replay the sampler from the start of the checkpoint's epoch (same batches, and
-            # the per-task cursors end where the uninterrupted run's did)
-            sampler.load_state_dict(epoch_start_state)
-            batches = sampler.epoch_batches(sampler_epoch)
-        if batches is None or sampler_epoch != epoch:
-            # dynamic sampling: weights from the latest dev scores, recomputed at each epoch start
-            current = {n: history[-1]["dev"][n]["score"] for n in names} if history else None
-            reference = {t.spec.name: t.reference for t in tasks if t.reference is not None}
-            if len(tasks) > 1:
-                sampler.set_weights(task_weights(settings.sampler, sizes, temperature=settings.temperature,
-                                                 reference=reference or None, current=current))
-            epoch_start_state, sampler_epoch = sampler.state_dict(), epoch
-            batches = sampler.epoch_batches(epoch)
-        task_ids, example_ids = batches[position]
-        n_global = len(task_ids)  # every example of the step weighs 1 / n_global, on every rank
-        mine = shard(task_ids, example_ids, rank, world)
+def start_epoch(sampler: MultiTaskSampler, state: LoopState, tasks: list[TaskData], settings: TrainSettings) -> list:
+    """The global batches of epoch `state.epoch`. A new epoch (position 0) of several tasks first gets
+    the sampler's weights from the latest dev scores (dynamic sampling: recomputed at each epoch
+    start); the sampler's state is then kept in `state.sampler_state`, from which a resumed run
+    regenerates the same epoch (same batches, and the task cursors end where they did)."""
+    if state.sampler_state is not None:
+        sampler.load_state_dict(state.sampler_state)
+    if state.position == 0 and len(tasks) > 1:
+        names = [t.spec.name for t in tasks]
+        current = {n: state.history[-1]["dev"][n]["score"] for n in names} if state.history else None
+        reference = {t.spec.name: t.reference for t in tasks if t.reference is not None}
+        weights = task_weights(settings.sampler, {t.spec.name: len(t.train) for t in tasks},
+                               temperature=settings.temperature, reference=reference or None, current=current)
+        sampler.set_weights(weights, uniform=settings.sampler == "uniform")
+    state.sampler_state = sampler.state_dict()
+    batches = sampler.epoch_batches(state.epoch)
+    if settings.protocol == "authors" and state.t_total is None:
+        state.t_total = authors_t_total(len(batches), settings)
+    return batches
 
-        loss_sum = torch.zeros((), device=device)
-        for start in range(0, len(mine[0]), micro):
-            batch = collate_rows([t.train for t in tasks], mine[0][start : start + micro], mine[1][start : start + micro], pad_id)
-            timing["examples"] += len(batch["labels"])
-            timing["tokens"] += int(batch["attention_mask"].sum())
-            batch = to_device(batch, device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-                total, _ = model.loss_sum(batch)
-            loss = total / n_global
-            scaler.scale(loss).backward()
-            loss_sum += loss.detach()
-        if world > 1:
-            loss_sum = allreduce_grads(model, loss_sum)
-        last_loss = float(loss_sum)
-        if not math.isfinite(last_loss) and not scaler.is_enabled():
-            # fp16 overflows are the scaler's business (it skips the step); elsewhere a NaN is a fault
-            nonfinite += 1
-            optimizer.zero_grad(set_to_none=True)
-            warnings.warn(f"step {step + 1}: non-finite loss {last_loss}; step skipped ({nonfinite} in a row)")
-            if nonfinite >= settings.max_nonfinite:
-                raise FloatingPointError(f"{nonfinite} non-finite losses in a row at step {step + 1}: lower --lr, "
-                                         f"or use --precision fp32")
-        else:
-            nonfinite = 0
-            if scaler.is_enabled():
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                clipped_step(optimizer, model.parameters(), settings.max_grad_norm)
-            optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        step += 1
-        if first_step is None:
-            first_step = (time.perf_counter() - t0, timing["examples"] - counted[0], timing["tokens"] - counted[1])
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                        ex_s=f"{timing['examples'] * world / max(1e-9, timing['train_seconds'] + time.perf_counter() - t0):.1f}")
 
-        if step in eval_steps:
-            timing["train_seconds"] += time.perf_counter() - t0
-            dev = evaluate(model, tasks, device, amp_dtype, settings.eval_batch_size, pad_id)
-            entry = {"step": step, "epoch": round(step / steps_per_epoch, 4), "train_loss": last_loss,
-                     "lr": scheduler.get_last_lr()[0], "weights": sampler.weights, "dev": dev}
-            history.append(entry)
-            finite = all(torch.isfinite(p).all() for p in model.parameters())
-            improved_target = False
-            for name in names:
-                score = dev[name]["score"]
-                if finite and math.isfinite(score) and (name not in best or score > best[name]["score"]):
-                    best[name] = {**dev[name], "step": step, "epoch": entry["epoch"]}
-                    improved_target |= name == target
-                    if name in settings.keep_best:
-                        save_best(name)
-            stale = 0 if improved_target else stale + 1
-            if is_main:
-                _append_log(run_dir / "log.jsonl", entry)
-                bar.write(f"step {step} epoch {entry['epoch']:.2f} loss {last_loss:.4f} | "
-                          + " ".join(f"{n} {dev[n]['score']:.2f}" for n in names))
-            if step < total_steps or settings.keep_checkpoint:  # the last one would be deleted at once
-                save_checkpoint()
-            if record is not None and is_main:
-                write_json(run_dir / "record.json", {**record, "status": "running", "best": best,
-                                                     "score": best.get(target, {}).get("score"), "step": step})
-            t0 = time.perf_counter()
-            if settings.early_stopping and stale >= settings.early_stopping:
-                if is_main:
-                    bar.write(f"early stopping: no better {target} score in {stale} evaluations")
-                break
-        elif settings.save_every and step % settings.save_every == 0:
-            timing["train_seconds"] += time.perf_counter() - t0
-            save_checkpoint()
-            t0 = time.perf_counter()
-    bar.close()
-    if world > 1:
-        dist.barrier()  # rank 0's files (best/, checkpoint/) are complete before any rank reads them
+def train_step(model, optimizer, scaler, splits: list, rows: tuple, weights: np.ndarray, state: LoopState,
+               settings: TrainSettings, device, amp_dtype, pad_id: int) -> float:
+    """One optimizer step on this rank's `rows` (task_ids, example_ids) of a global batch, each row's
+    loss weighted by `weights[task]` (`loss_weights`): micro-batches under autocast, backward, the
+    all-reduce of DDP, unscale (fp16), clip, step, zero_grad. Returns the step's loss (all ranks)."""
+    task_ids, example_ids = rows
+    micro = settings.micro_batch or settings.batch_size
+    loss_sum = torch.zeros((), device=device)
+    for start in range(0, len(task_ids), micro):
+        part = slice(start, start + micro)
+        batch = collate(splits, task_ids[part], example_ids[part], pad_id)
+        state.timing["examples"] += len(batch["labels"])
+        state.timing["tokens"] += int(batch["attention_mask"].sum())
+        batch = to_device(batch, device)
+        row_weights = torch.as_tensor(weights[task_ids[part]], dtype=torch.float32, device=device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+            loss = (row_weights * model.losses(batch)).sum()
+        scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    if dist_info()[1] > 1:
+        loss_sum = allreduce_grads(model, loss_sum)
+    loss = float(loss_sum)
+    if not math.isfinite(loss) and not scaler.is_enabled():
+        # fp16 overflows are the scaler's business (it skips the step); elsewhere a NaN is a fault
+        state.nonfinite += 1
+        optimizer.zero_grad(set_to_none=True)
+        warnings.warn(f"step {state.step + 1}: non-finite loss {loss}; step skipped ({state.nonfinite} in a row)")
+        if state.nonfinite >= settings.max_nonfinite:
+            raise FloatingPointError(f"{state.nonfinite} non-finite losses in a row at step {state.step + 1}: "
+                                     f"lower --lr, or use --precision fp32")
+        return loss
+    state.nonfinite = 0
+    scaler.unscale_(optimizer)  # these three are plain optimizer.step() when the scaler is disabled
+    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
 
+
+def advance(state: LoopState, task_ids: np.ndarray, names: list[str], n: int, settings: TrainSettings) -> tuple:
+    """Count a step taken in the current epoch of `n` batches (rows per task from the GLOBAL batch);
+    returns (epochs done, whether an evaluation falls here, whether the run is over)."""
+    state.step += 1
+    state.position += 1
+    for name, rows in zip(names, np.bincount(task_ids, minlength=len(names)).tolist()):
+        state.examples_seen[name] = state.examples_seen.get(name, 0) + rows
+    k, planned_last = settings.evals_per_epoch, epoch_plan(settings.epochs, state.epoch, n)
+    at_eval = state.position in {(j * n + k - 1) // k for j in range(1, k + 1)}  # ceil(j n / k)
+    over = (planned_last[1] and state.position >= planned_last[0]) or 0 < settings.max_steps <= state.step
+    return state.epoch + state.position / n, at_eval, over
+
+
+def record_evaluation(state: LoopState, entry: dict, names: list[str], finite: bool) -> list[str]:
+    """Add an evaluation to the history; returns the tasks whose best score it improved (never with
+    non-finite parameters or scores). names[0] is the target, whose improvements reset `stale`."""
+    state.history.append(entry)
+    improved = []
+    for name in names:
+        score = entry["dev"][name]["score"]
+        if finite and math.isfinite(score) and (name not in state.best or score > state.best[name]["score"]):
+            state.best[name] = {**entry["dev"][name], "step": entry["step"], "epoch": entry["epoch"]}
+            improved.append(name)
+    state.stale = 0 if names[0] in improved else state.stale + 1
+    return improved
+
+
+def summarize(state: LoopState, tasks: list[TaskData], first: tuple | None, steps_now: int) -> dict:
+    """fit's result: best, history, steps, rows seen and passes per task, timing. The steady-state
+    timing leaves out this call's first step (one-time costs) when it took more than one."""
+    world = dist_info()[1]
+    timing = state.timing
     seconds = max(timing["train_seconds"], 1e-9)
-    # steady state: without this call's first step (when there was more than one)
-    first_step = first_step if first_step is not None and step - step0 > 1 else (0.0, 0, 0)
-    steady = max(timing["train_seconds"] - first_step[0], 1e-9)
-    summary = {
-        "best": best,
-        "history": history,
-        "steps": step,
-        "total_steps": total_steps,
-        "steps_per_epoch": steps_per_epoch,
+    first = first if first is not None and steps_now > 1 else (0.0, 0, 0)
+    sizes = {t.spec.name: len(t.train) for t in tasks}
+    return {
+        "best": state.best, "history": state.history, "steps": state.step,
+        "examples_seen": dict(state.examples_seen),
+        "passes": {name: state.examples_seen.get(name, 0) / sizes[name] for name in sizes},
         "timing": {
             "train_seconds": round(timing["train_seconds"], 3),
             "examples_per_second": timing["examples"] * world / seconds,
             "tokens_per_second": timing["tokens"] * world / seconds,
-            "steady_seconds": round(steady, 3),
-            "steady_examples": (timing["examples"] - first_step[1]) * world,
-            "steady_tokens": (timing["tokens"] - first_step[2]) * world,
+            "steady_seconds": round(max(timing["train_seconds"] - first[0], 1e-9), 3),
+            "steady_examples": (timing["examples"] - first[1]) * world,
+            "steady_tokens": (timing["tokens"] - first[2]) * world,
         },
     }
-    return summary
 
 
-def _append_log(path: Path, entry: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(entry, default=_json_default) + "\n")
+# ---------------------------------------------------------------------------------------------
+# the loop
 
 
-def _rewrite_log(path: Path, upto_step: int) -> None:
-    """On resume, drop log lines written after the checkpoint (they will be written again)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, run_dir: Path, *,
+        device: torch.device | str = "cpu", pad_id: int = 0, tokenizer=None, record: dict | None = None,
+        anchor: str | None = None) -> dict:
+    """Train `model` on `tasks` (tasks[0] is the target) and return the run's summary (`summarize`).
+
+    `run_dir` receives `checkpoint/` (latest, for resuming), `best/` (the best model of the tasks in
+    `settings.keep_best`), `log.jsonl` (one line per evaluation) and, if `record` is given, the run
+    record `record.json` (updated at each evaluation; the recipe writes the complete one). `anchor`:
+    the task one pass over which makes an epoch under protocol tl (pairwise runs: the target)."""
+    device, run_dir = torch.device(device), Path(run_dir)
+    rank, world = dist_info()
+    if settings.batch_size % world:
+        raise ValueError(f"--batch-size {settings.batch_size} must be divisible by the {world} processes")
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    amp_dtype = resolve_precision(settings.precision, device)
+    names, splits = [t.spec.name for t in tasks], [t.train for t in tasks]
+    sampler = setup_sampler(tasks, settings, anchor)
+    setup_model(model, settings, device)
+    optimizer, scaler = setup_optimization(model, settings, device, amp_dtype)
+    state = resume(run_dir, model, optimizer, scaler, settings) or LoopState(examples_seen={n: 0 for n in names})
+    bar = tqdm(initial=state.step, desc=run_dir.name, disable=not (settings.progress and rank == 0), dynamic_ncols=True)
+    # this call's first step is timed apart: it pays one-time costs (the optimizer's state, first
+    # touches of memory) that a long run spreads over thousands of steps
+    batches, first, start = None, None, (state.step, state.timing["examples"], state.timing["tokens"])
+    t0 = time.perf_counter()
+    while True:
+        if batches is None:
+            batches = start_epoch(sampler, state, tasks, settings)
+            bar.total = state.step + math.ceil(max(0.0, settings.epochs - state.epoch) * len(batches)) - state.position
+        n = len(batches)
+        lr = learning_rate(settings, state, n)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        task_ids, example_ids = batches[state.position]
+        weights = loss_weights(task_ids, len(tasks), settings.protocol)  # from the global batch
+        loss = train_step(model, optimizer, scaler, splits, shard(task_ids, example_ids, rank, world), weights,
+                          state, settings, device, amp_dtype, pad_id)
+        epochs_done, at_eval, over = advance(state, task_ids, names, n, settings)
+        if state.position == n:  # epoch over: the sampler's state now is where the next one starts
+            state.epoch, state.position, state.sampler_state, batches = state.epoch + 1, 0, sampler.state_dict(), None
+        if first is None:
+            first = (time.perf_counter() - t0, state.timing["examples"] - start[1], state.timing["tokens"] - start[2])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+
+        if at_eval or over or (settings.save_every and state.step % settings.save_every == 0):
+            state.timing["train_seconds"] += time.perf_counter() - t0
+            if at_eval or over:
+                dev = evaluate(model, tasks, device, amp_dtype, settings.eval_batch_size, pad_id)
+                entry = {"step": state.step, "epoch": round(epochs_done, 4), "train_loss": loss, "lr": lr,
+                         "weights": sampler.weights, "dev": dev}
+                finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+                for name in record_evaluation(state, entry, names, finite):
+                    if name in settings.keep_best:
+                        save_best(run_dir, model, tokenizer, name, state, settings)
+                if rank == 0:
+                    append_log(run_dir / "log.jsonl", entry)
+                    bar.write(f"step {state.step} epoch {entry['epoch']:.2f} loss {loss:.4f} | "
+                              + " ".join(f"{n} {dev[n]['score']:.2f}" for n in names))
+                if record is not None:
+                    write_json(run_dir / "record.json", {**record, "status": "running", "best": state.best,
+                                                         "score": state.best.get(names[0], {}).get("score"),
+                                                         "step": state.step})
+                if not over and settings.early_stopping and state.stale >= settings.early_stopping:
+                    over = True
+                    if rank == 0:
+                        bar.write(f"early stopping: no better {names[0]} score in {state.stale} evaluations")
+            if not over or settings.keep_checkpoint:  # the last one would be deleted at once
+                save_checkpoint(run_dir, model, optimizer, scaler, state, settings)
+            t0 = time.perf_counter()
+        if over:
+            break
+    bar.close()
+    if world > 1:
+        dist.barrier()  # rank 0's files (best/, checkpoint/) are complete before any rank reads them
+    return summarize(state, tasks, first, state.step - start[0])

@@ -63,12 +63,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench import machine_description, write_section  # noqa: E402
 from tl.cli import ArgumentParser  # noqa: E402
-from tl.data import load_tokenized, subsample  # noqa: E402
+from tl.data import collate, load_tokenized, subsample  # noqa: E402
 from tl.heads import HeadSpec, MultiTaskModel  # noqa: E402
 from tl.model import Encoder, EncoderConfig  # noqa: E402
 from tl.tasks import get_task, split_path  # noqa: E402
 from tl.tokenizer import Tokenizer  # noqa: E402
-from tl.train import (TaskData, TrainSettings, collate_rows, evaluate, fit, keep_freed_memory,  # noqa: E402
+from tl.train import (TaskData, TrainSettings, evaluate, fit, keep_freed_memory,  # noqa: E402
                       linear_schedule, make_optimizer, resolve_precision, seed_everything, to_device)
 
 GOALS = {"SST-2": 6.0, "MRPC": 2.5, "RTE": 1.8}  # examples/s ratio tl / baseline (issue 4)
@@ -208,11 +208,11 @@ def fit_baseline(model: MultiTaskModel, task: TaskData, settings: TrainSettings,
             batches = [perm[i:i + settings.batch_size] for i in range(0, n, settings.batch_size)]
         rows = batches.pop(0)
         start = time.perf_counter()
-        batch = collate_rows([task.train], np.zeros(len(rows), dtype=np.int64), rows, pad_id)
+        batch = collate([task.train], np.zeros(len(rows), dtype=np.int64), rows, pad_id)
         out["tokens"] += int(batch["attention_mask"].sum())
         batch = to_device(pad_to(batch, max_len, pad_id), device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-            loss = model.loss_sum(batch)[0] / len(rows)
+            loss = model.losses(batch).sum() / len(rows)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)

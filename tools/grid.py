@@ -3,6 +3,7 @@
     python tools/grid.py --plan paper --dry-run --throughput bench.json   # every run, status, cost
     python tools/grid.py --plan paper --tasks rte,mrpc,stsb,cola,wnli,sst2 --workers 2
     python tools/grid.py --plan size --seeds 42,544460                   # Figure 2
+    python tools/grid.py --plan paper --protocol authors --dry-run       # the authors' code's rules: 600 runs
     python tools/grid.py --plan paper --emit-slurm grid.sbatch --slurm-tasks 16 --sbatch "--gres=gpu:1"
 
 Every run is `tools/train.py` with the same flags (the training flags below pass through), under the
@@ -16,10 +17,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl.cli import ArgumentParser, add_arguments, from_namespace  # noqa: E402
-from tl.grid import (GridConfig, describe_plan, dev_counts, estimate, execute, make_plan, mean_tokens,  # noqa: E402
-                     parse_shard, read_throughput, shard_runs, slurm_script)
-from tl.recipes import RunConfig, check_writable  # noqa: E402
+from tl.recipes import RunConfig  # noqa: E402
+from tl.runs import check_writable  # noqa: E402
+from tl.study.plan import (GridConfig, dry_run, make_plan, parse_shard, plan_tasks, shard_runs,  # noqa: E402
+                           train_counts)
+from tl.study.run import execute, slurm_script  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402
+
+
+def glue_values(argv: list[str], flags) -> list[str]:
+    """`--sbatch --gres=gpu:1` -> `--sbatch=--gres=gpu:1`: argparse reads a lone value that starts with
+    "--" as a flag, so `--sbatch "--gres=gpu:1"` as the README writes it would be refused."""
+    out = list(argv)
+    for i in range(len(out) - 2, -1, -1):
+        if out[i] in flags:
+            out[i:i + 2] = [f"{out[i]}={out[i + 1]}"]
+    return out
 
 
 def parse(argv):
@@ -29,7 +42,7 @@ def parse(argv):
     add_arguments(parser, TrainSettings, "training (as tools/train.py)")
     # None = not given: --support-seeds then follows --seeds, and --mode is refused
     parser.set_defaults(mode=None, support_seeds=None)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(glue_values(argv, ("--sbatch",)))
     try:
         if args.mode is not None:
             raise ValueError("--mode: the plan chooses the modes; restrict them with --methods")
@@ -48,7 +61,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     grid, base, settings = parse(argv)
     try:
-        plan = make_plan(grid, base, settings)
+        counts = train_counts(plan_tasks(grid, base), base.data_dir)
+        plan = make_plan(grid, base, settings, counts)
         results = Path(base.results_dir)
         if grid.emit_slurm:
             script = slurm_script(argv, grid.slurm_tasks, base.results_dir, grid.sbatch)
@@ -58,18 +72,9 @@ def main(argv=None) -> int:
             tmp.replace(path)
             print(f"wrote {path}: {len(plan)} runs in {grid.slurm_tasks} array tasks; submit with: sbatch {path}")
             return 0
-        i, n = parse_shard(grid.shard)
-        own = shard_runs(plan, i, n)
+        own = shard_runs(plan, *parse_shard(grid.shard))
         if grid.dry_run:
-            throughput = read_throughput(grid.throughput)
-            tasks = sorted({t for r in plan for t in r.sizes})
-            tokens, how = mean_tokens(tasks, base.data_dir, base.model, base.max_len)
-            costs = estimate(plan, tokens, dev_counts(tasks, base.data_dir), throughput)
-            keep = {r.run_id for r in own}
-            header = (f"plan {grid.plan}" + (f", shard {i}/{n}" if n > 1 else "") + f": model {base.model}, "
-                      f"seeds {','.join(map(str, base.seeds))}, results {results}; tokens per example {how}")
-            print(describe_plan([r for r in plan if r.run_id in keep], results,
-                                [c for r, c in zip(plan, costs) if r.run_id in keep], throughput, header))
+            print(dry_run(grid, base, settings, own, counts))
             return 0
         check_writable(results)
         out = execute(plan, own, results, workers=grid.workers, poll=grid.poll, progress=settings.progress)

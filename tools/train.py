@@ -9,6 +9,17 @@
 Defaults are the paper's settings (distilroberta-base, batch 128, lr 2e-5, 10 epochs, dev every
 half epoch, the five seeds). Each run writes <results-dir>/<run_id>/record.json; running the same
 command again skips complete runs and resumes interrupted ones.
+
+--protocol tl|authors (docs/PROTOCOL.md): whose rules for epochs, loss, heads and text. `tl` (default)
+is the fair comparison: a pairwise MTL epoch is one pass over the target, every example weighs the
+same, one head per task. `authors` reproduces orionw/MTLvsIFT: quota-based epochs, per-task mean
+losses, heads shared by label count (carried by STILTs), lowercased text, each unordered pair trained
+once and read for both tasks; its run ids start with `authors__`.
+--sampler auto: `dynamic` under tl; under authors `uniform` for pairs and `size` for mtl_all, and
+`dynamic` means their softmax variant (run and stored as `dynamic-softmax`).
+Runs are built on single runs over --support-seeds (default the paper's five, whatever --seeds):
+STILTs continues from the best of its support's, dynamic sampling's references are their mean. They
+are listed before training and trained first when missing.
 """
 import argparse
 import os
@@ -32,8 +43,8 @@ def parse(argv=None):
         settings = from_namespace(TrainSettings, args)
         from tl.sampling import SAMPLERS, SCHEDULES
 
-        if settings.sampler not in SAMPLERS:
-            raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {settings.sampler!r}")
+        if settings.sampler not in ("auto", *SAMPLERS):
+            raise ValueError(f"--sampler must be one of auto, {', '.join(SAMPLERS)}, got {settings.sampler!r}")
         if settings.schedule not in SCHEDULES:
             raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {settings.schedule!r}")
         if cfg.mode == "mtl_all" and len(cfg.task_names) < 2:
@@ -59,7 +70,8 @@ def main(argv=None) -> int:
         dist.init_process_group(backend)
         if dist.get_rank() != 0:  # rank 0 prints for all; the others' lines would be duplicates
             sys.stdout = open(os.devnull, "w")
-    from tl.recipes import check_writable, run
+    from tl.recipes import run
+    from tl.runs import check_writable
     from tl.train import keep_freed_memory
 
     keep_freed_memory()  # reuse freed host memory: no page faults for each step's large buffers

@@ -1,23 +1,25 @@
 """The paper's figures, drawn with matplotlib (an optional extra: pip install 'tl[plot]').
+Imports tl.study.report (K labels, atomic writes); reads the dict of `tl.study.report.analyse`.
 
 figure1  Weller et al. (2022) Figure 1: the (target x support) matrix of mean MTL - mean STILTs, each
          cell coloured by its t-test: green = STILTs significantly better, blue = MTL significantly
          better, grey = no significant difference (the paper's colours), white = no cell; the
          size heuristic's misses (significant cells it predicts wrongly; red text in the paper)
-         are printed in red, framed in red and marked with a red x in the corner; cells with no test
-         possible (fewer than 2 seeds on a side) are grey and hatched. Rows and columns by training size, largest
-         first, as the paper.
+         are printed in red, framed in red and marked with a red x in the corner; cells with fewer
+         than 2 seeds on a side are grey and hatched (all seeds identical: plain grey). Rows and
+         columns by training size, largest first, as the paper.
 figure2  Figure 2: the dataset-size experiment, mean score vs K (support size / target size, log
          scale) with +-1 std error bars for MTL and STILTs, one panel per target size.
-Both write a PNG and an SVG. `figures_from_analysis` draws both from `tl.report.analyse`'s dict.
+Both write a PNG and an SVG, titled with the protocol. `figures_from_analysis` draws both.
 matplotlib is imported only when a figure is drawn, through the object API (no pyplot, no global
 backend switch).
 """
-import os
-from fractions import Fraction
+import io
 from pathlib import Path
 
 import numpy as np
+
+from tl.study.report import k_label, write_atomic
 
 STILTS_BETTER, NOT_SIGNIFICANT, MTL_BETTER, NO_TEST = -1, 0, 1, 2
 COLOURS = {STILTS_BETTER: "#7fc97f", NOT_SIGNIFICANT: "#d9d9d9", MTL_BETTER: "#80b1d3", NO_TEST: "#d9d9d9"}
@@ -38,16 +40,12 @@ def require_matplotlib():
 
 
 def _save(fig, stem: Path) -> list[Path]:
-    """stem.png and stem.svg, each written to a temp file then renamed (atomic)."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
+    """stem.png and stem.svg, each written atomically."""
     paths = []
     for fmt in FORMATS:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-        os.replace(tmp, path)
-        paths.append(path)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+        paths.append(write_atomic(Path(stem).with_name(f"{Path(stem).name}.{fmt}"), buf.getvalue()))
     return paths
 
 
@@ -95,17 +93,13 @@ def figure1(diff: np.ndarray, state: np.ndarray, miss: np.ndarray, targets: list
     return _save(fig, stem)
 
 
-def k_label(k: float) -> str:
-    """1/3 -> "1/3", 2.0 -> "2", 0.37 -> "0.37": K as the paper writes it."""
-    f = Fraction(k).limit_denominator(12)
-    return str(f) if abs(float(f) - k) < 1e-6 else f"{k:.2g}"
-
-
-def figure2(series: list[dict], stem) -> list[Path]:
+def figure2(series: list[dict], stem, title: str = "") -> list[Path]:
     """series: one dict per panel, with "title" and arrays of P points: "k" (P,), "mean_mtl",
     "std_mtl", "mean_stilts", "std_stilts" (P,) (NaN where missing). Writes stem.png and stem.svg."""
     Figure, _, _ = require_matplotlib()
     fig = Figure(figsize=(4.2 * len(series), 3.4))
+    if title:
+        fig.suptitle(title, fontsize=10)
     axes = fig.subplots(1, len(series), squeeze=False)[0]
     for ax, s in zip(axes, series):
         k = np.asarray(s["k"], dtype=float)
@@ -126,40 +120,41 @@ def figure2(series: list[dict], stem) -> list[Path]:
     return _save(fig, stem)
 
 
+def matrix_state(a: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Figure 1's arrays from the analysis: diff (T, S), state (T, S) and miss (T, S) as figure1
+    takes them, and the targets that have cells. NO_TEST only where a side has fewer than 2 seeds."""
+    cells, supports = a["cells"], a["supports"]
+    targets = [t for t in a["targets"] if any(c["target"] == t for c in cells)]
+    ti, si = {t: i for i, t in enumerate(targets)}, {s: j for j, s in enumerate(supports)}
+    diff = np.full((len(targets), len(supports)), np.nan)  # (T, S)
+    state, miss = np.zeros(diff.shape, dtype=int), np.zeros(diff.shape, dtype=bool)
+    for c in cells:
+        i, j = ti[c["target"]], si[c["support"]]
+        diff[i, j] = np.nan if c["diff"] is None else c["diff"]
+        if c["significant"]:
+            state[i, j] = MTL_BETTER if c["diff"] > 0 else STILTS_BETTER
+        elif min(c["n_mtl"], c["n_stilts"]) < 2:
+            state[i, j] = NO_TEST
+        miss[i, j] = c["correct"] is False
+    return diff, state, miss, targets
+
+
 def figures_from_analysis(a: dict, out_dir) -> list[Path]:
     """figure1.png/.svg from the cells; figure2.png/.svg when there is a size experiment."""
-    out_dir = Path(out_dir)
-    written = []
-    cells = a["cells"]
-    if cells:
-        targets = [t for t in a["targets"] if any(c["target"] == t for c in cells)]
-        supports = a["supports"]
-        ti, si = {t: i for i, t in enumerate(targets)}, {s: j for j, s in enumerate(supports)}
-        diff = np.full((len(targets), len(supports)), np.nan)  # (T, S)
-        state = np.zeros(diff.shape, dtype=int)
-        miss = np.zeros(diff.shape, dtype=bool)
-        for c in cells:
-            i, j = ti[c["target"]], si[c["support"]]
-            diff[i, j] = np.nan if c["diff"] is None else c["diff"]
-            if c["significant"]:
-                state[i, j] = MTL_BETTER if c["diff"] > 0 else STILTS_BETTER
-            elif c["p"] is None:
-                state[i, j] = NO_TEST
-            miss[i, j] = c["correct"] is False
-        st = a["settings"]
-        test = "Welch" if st["welch"] else "Student"
-        title = f"MTL − STILTs ({test} t-test, α = {st['alpha']}, correction: {st['correction']})"
-        written += figure1(diff, state, miss, targets, supports, out_dir / "figure1", title)
-    points = a["size_experiment"]
-    if points:
-        groups = {}
-        for p in points:
-            groups.setdefault((p["target"], p["target_size"], p["support"]), []).append(p)
-        series = []
-        for (t, n, s), ps in groups.items():
-            get = lambda key: np.array([np.nan if p[key] is None else p[key] for p in ps])  # noqa: E731
-            series.append(dict(title=f"{t} (n = {n}) with {s}", k=get("k"), mean_mtl=get("mean_mtl"),
-                               std_mtl=get("std_mtl"), mean_stilts=get("mean_stilts"), std_stilts=get("std_stilts")))
-        written += figure2(series, out_dir / "figure2")
+    out_dir, written, st = Path(out_dir), [], a["settings"]
+    if a["cells"]:
+        diff, state, miss, targets = matrix_state(a)
+        title = (f"MTL − STILTs, protocol {a['protocol']} ({'Welch' if st['welch'] else 'Student'} t-test, "
+                 f"α = {st['alpha']}, correction: {st['correction']})")
+        written += figure1(diff, state, miss, targets, a["supports"], out_dir / "figure1", title)
+    groups = {}
+    for p in a["size_experiment"]:
+        groups.setdefault((p["target"], p["target_size"], p["support"]), []).append(p)
+    series = []
+    for (t, n, s), ps in groups.items():
+        get = lambda key: np.array([np.nan if p[key] is None else p[key] for p in ps])  # noqa: E731
+        series.append(dict(title=f"{t} (n = {n}) with {s}", k=get("k"), mean_mtl=get("mean_mtl"),
+                           std_mtl=get("std_mtl"), mean_stilts=get("mean_stilts"), std_stilts=get("std_stilts")))
+    if series:
+        written += figure2(series, out_dir / "figure2", f"Size experiment, protocol {a['protocol']}")
     return written
-

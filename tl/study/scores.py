@@ -1,40 +1,45 @@
 """Seed scores for the statistics, read from a scores table (CSV) or from run records.
 
-Both inputs become one list of `Score` rows (one seed of one method on one target), which
-`tl.report` turns into the paper's analysis. The two file contracts are in ../shared/ARCHITECTURE.md:
+Imports tl.tasks (task names and official sizes) and tl.runs (the one rule that finds run records).
+Both inputs become one list of `Score` rows (one seed of one method on one target, under one
+protocol), which `tl.study.report` turns into the paper's analysis. The two file contracts are in
+docs/DESIGN.md and ARCHITECTURE.md:
 
 Scores table: CSV with header `target,support,method,seed,score` (any column order; extra columns are
 ignored) so that results made by any framework can be analysed. method is single, stilts, mtl,
 mtl_all, or sampler-qualified as `mtl:S` / `mtl_all:S`; `mtl_all:dynamic` and `mtl:dynamic` are the
 same as plain `mtl_all` and `mtl` (dynamic is the paper's and tl's default sampler). support is
-empty for single and mtl_all; a multi-support run joins its supports with `+`. Two optional columns
-mark rows of the dataset-size experiment (Figure 2): `support_size` ("2x", "1/3x", or a count) and
-`target_size` (a count; empty = the full training set).
+empty for single and mtl_all; a multi-support run joins its supports with `+`. Optional columns:
+`protocol` ("tl" or "authors", docs/PROTOCOL.md; absent or empty = "tl"), `passes` (the target's
+training passes, examples seen / train size; empty = unknown), and, marking rows of the dataset-size
+experiment (Figure 2), `support_size` ("2x", "1/3x", or a count) and `target_size` (a count).
 
-Run records: every `record.json` under the results folder (any depth); only status "complete" is
-counted, and an mtl_all joint training run (`"role": "train"`) is skipped because its per-task
-records carry the scores. Mapping: mode single -> method single, support ""; stilts -> stilts, support = supports
-joined by "+"; mtl -> mtl (sampler dynamic or absent) or `mtl:<sampler>`; mtl_all -> support "",
-method mtl_all (dynamic) or `mtl_all:<sampler>`. The record's `train_sizes` are kept (they give the
-sizes actually trained on), and `config.support_size` / `config.target_size`, when set, put the row in
-the size experiment instead of the main matrix.
+Run records: the complete records of `tl.runs.complete_records(results)`; an mtl_all joint training
+run (`"role": "train"`) is skipped because its per-task records carry the scores. Mapping: mode
+single -> method single, support ""; stilts -> stilts, support = supports joined by "+"; mtl -> mtl
+(sampler dynamic or absent) or `mtl:<sampler>`; mtl_all -> support "", method mtl_all (dynamic) or
+`mtl_all:<sampler>`. `protocol` is the record's (absent = "tl"), `passes` the target's entry of the
+record's `passes`. The record's `train_sizes` are kept (the sizes actually trained on), and
+`config.support_size` / `config.target_size`, when set, put the row in the size experiment.
 
 Task names are matched case-insensitively to the registry (`tl.tasks.get_task`) and written in its
 canonical spelling ("sst2" -> "SST-2"); a name the registry does not know is kept as written.
 """
 import csv
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from tl.runs import complete_records
 from tl.tasks import get_task
 
 METHODS = ("single", "stilts", "mtl", "mtl_all")
+PROTOCOLS = ("tl", "authors")
 DEFAULT_SAMPLER = "dynamic"
 CSV_COLUMNS = ("target", "support", "method", "seed", "score")
+OPTIONAL_COLUMNS = ("support_size", "target_size", "protocol", "passes")
 HOW_TO_MAKE_RECORDS = ("produce run records with `python tools/train.py --mode mtl --tasks rte,mrpc` "
                        "(or `python tools/grid.py`), or analyse a scores table with --scores FILE.csv")
 
@@ -51,27 +56,26 @@ class Score:
     train_sizes: tuple = ()  # ((task, n), ...) actually trained on, from a run record
     support_size: str = ""  # size experiment: the support's subsample as given ("2x", "1/3x", "5000")
     target_size: str = ""  # size experiment: the target's subsample as a count; "" = full
+    protocol: str = "tl"  # whose rules trained it: "tl" | "authors"
+    passes: float | None = None  # the target's examples seen / its train size; None = unknown
 
     @property
     def in_size_experiment(self) -> bool:
         return bool(self.support_size or self.target_size)
 
 
-def canonical_task(name: str) -> str:
-    """The registry's spelling of a task name (case-insensitive, aliases), else the name stripped."""
-    name = name.strip()
+def _registered(name: str):
+    """The registry's TaskSpec for a name (case-insensitive, aliases), None when it does not know it."""
     try:
-        return get_task(name).name
+        return get_task(name.strip())
     except (KeyError, ValueError, OSError):
-        return name
-
-
-def official_train_size(task: str) -> int | None:
-    """The registry's official training-set size of a task, None if the registry does not know it."""
-    try:
-        return int(get_task(task).train_size)
-    except (KeyError, ValueError, OSError, TypeError):
         return None
+
+
+def canonical_task(name: str) -> str:
+    """The registry's spelling of a task name, else the name stripped."""
+    spec = _registered(name)
+    return spec.name if spec else name.strip()
 
 
 def _canonical_support(text: str) -> str:
@@ -89,9 +93,39 @@ def normalise_method(text: str, where: str) -> str:
     return base if sampler in ("", DEFAULT_SAMPLER) else f"{base}:{sampler}"
 
 
+def _protocol(text, where: str) -> str:
+    protocol = str(text or "tl").strip().lower() or "tl"
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{where}: unknown protocol {text!r}; use tl or authors")
+    return protocol
+
+
+def _number(text: str, kind, what: str, where: str):
+    try:
+        x = kind(text)
+    except ValueError:
+        raise ValueError(f"{where}: {what} {text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{where}: {what} {text!r} is not a finite number")
+    return x
+
+
+def _csv_row(row: dict, where: str) -> Score:
+    target, method = row["target"], normalise_method(row["method"], where)
+    if not target:
+        raise ValueError(f"{where}: empty target")
+    score = _number(row["score"], float, "score", where)
+    seed = _number(row["seed"], int, "seed", where)
+    passes = _number(row["passes"], float, "passes", where) if row.get("passes") else None
+    support = _canonical_support(row["support"])
+    _check_support(method, support, where)
+    return Score(canonical_task(target), support, method, seed, score, where, support_size=row.get("support_size", ""),
+                 target_size=row.get("target_size", ""), protocol=_protocol(row.get("protocol"), where), passes=passes)
+
+
 def read_scores_csv(path) -> list[Score]:
     """Read a scores table (see the module docstring). ValueError names the file and line of any
-    missing column, non-numeric score or seed, unknown method, or empty table."""
+    missing column, non-numeric score or seed, unknown method or protocol, or empty table."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: scores table not found")
@@ -102,31 +136,14 @@ def read_scores_csv(path) -> list[Score]:
         for col in CSV_COLUMNS:
             if col not in header:
                 raise ValueError(f"{path}: missing column {col!r} (the header must hold {','.join(CSV_COLUMNS)})")
-        at = {name: header.index(name) for name in (*CSV_COLUMNS, "support_size", "target_size") if name in header}
+        at = {name: header.index(name) for name in (*CSV_COLUMNS, *OPTIONAL_COLUMNS) if name in header}
         for fields in reader:
             where = f"{path}:{reader.line_num}"
             if not any(x.strip() for x in fields):
                 continue  # blank line
             if len(fields) < len(header):
                 raise ValueError(f"{where}: {len(fields)} fields, the header has {len(header)}")
-            row = {name: fields[i].strip() for name, i in at.items()}
-            target, method = row["target"], normalise_method(row["method"], where)
-            if not target:
-                raise ValueError(f"{where}: empty target")
-            try:
-                score = float(row["score"])
-            except ValueError:
-                raise ValueError(f"{where}: score {row['score']!r} is not a number") from None
-            if not math.isfinite(score):
-                raise ValueError(f"{where}: score {row['score']!r} is not a finite number")
-            try:
-                seed = int(row["seed"])
-            except ValueError:
-                raise ValueError(f"{where}: seed {row['seed']!r} is not an integer") from None
-            support = _canonical_support(row["support"])
-            _check_support(method, support, where)
-            rows.append(Score(canonical_task(target), support, method, seed, score, where,
-                              support_size=row.get("support_size", ""), target_size=row.get("target_size", "")))
+            rows.append(_csv_row({name: fields[i].strip() for name, i in at.items()}, where))
     if not rows:
         raise ValueError(f"{path}: no score rows below the header")
     check_unique(rows)
@@ -150,55 +167,58 @@ def record_to_score(record: dict, where: str) -> Score:
     if mode not in METHODS:
         raise ValueError(f"{where}: unknown mode {record['mode']!r}")
     sampler = str(record.get("sampler") or DEFAULT_SAMPLER).lower()
-    if mode in ("mtl", "mtl_all"):
-        method = mode if sampler == DEFAULT_SAMPLER else f"{mode}:{sampler}"
-    else:
-        method = mode
-    support = "+".join(record.get("supports") or []) if mode in ("stilts", "mtl") else ""
-    config = record.get("config") or {}
+    method = f"{mode}:{sampler}" if mode in ("mtl", "mtl_all") and sampler != DEFAULT_SAMPLER else mode
+    support = _canonical_support("+".join(record.get("supports") or []) if mode in ("stilts", "mtl") else "")
+    _check_support(method, support, where)
+    config, target = record.get("config") or {}, canonical_task(str(record["target"]))
     try:
-        score = float(record["score"])
-        seed = int(record["seed"])
+        score, seed = float(record["score"]), int(record["seed"])
+        passes = {canonical_task(k): float(v) for k, v in (record.get("passes") or {}).items()}.get(target)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: score {record['score']!r} or seed {record['seed']!r} is not a number") from None
+        raise ValueError(f"{where}: score {record['score']!r}, seed {record['seed']!r} or passes "
+                         f"{record.get('passes')!r} is not a number") from None
     sizes = tuple(sorted((canonical_task(k), int(v)) for k, v in (record.get("train_sizes") or {}).items()))
-    support_canon = _canonical_support(support)
-    _check_support(method, support_canon, where)
-    return Score(canonical_task(str(record["target"])), support_canon, method, seed, score, where, sizes,
-                 support_size=str(config.get("support_size") or ""), target_size=str(config.get("target_size") or ""))
+    return Score(target, support, method, seed, score, where, sizes, support_size=str(config.get("support_size") or ""),
+                 target_size=str(config.get("target_size") or ""),
+                 protocol=_protocol(record.get("protocol"), where), passes=passes)
 
 
-def read_run_records(results_dir) -> tuple[list[Score], int]:
-    """(rows, n_not_complete) from every record.json under results_dir. Errors name the folder or file
-    and, when there is nothing to analyse, how to produce records."""
+def read_run_records(results_dir) -> list[Score]:
+    """Score rows of the complete records under results_dir (`tl.runs.complete_records`). Errors
+    name the folder or record and, when there is nothing to analyse, how to produce records."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder {results_dir} does not exist: {HOW_TO_MAKE_RECORDS}")
-    rows, skipped = [], 0
-    for path in sorted(results_dir.rglob("record.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a readable JSON run record ({e})") from None
-        if record.get("status") != "complete":
-            skipped += 1
-            continue
-        if record.get("role") == "train":
-            continue  # an mtl_all joint run: its per-task records carry the scores
-        rows.append(record_to_score(record, str(path)))
+    rows = [record_to_score(r, str(results_dir / str(r.get("run_id", "?")) / "record.json"))
+            for r in complete_records(results_dir) if r.get("role") != "train"]  # joint mtl_all runs: no score
     if not rows:
-        found = f" ({skipped} not complete)" if skipped else ""
-        raise ValueError(f"no complete run records under {results_dir}{found}: {HOW_TO_MAKE_RECORDS}")
+        raise ValueError(f"no complete run records under {results_dir}: {HOW_TO_MAKE_RECORDS}")
     check_unique(rows)
-    return rows, skipped
+    return rows
+
+
+def select_protocol(rows: list[Score], protocol: str = "") -> tuple[list[Score], str]:
+    """(the rows of one protocol, its name). With `protocol` "" the rows must hold one protocol
+    only: a matrix never mixes the authors' runs with tl's. ValueError (one line) names the
+    protocols found."""
+    found = sorted({r.protocol for r in rows})
+    if protocol:
+        chosen = [r for r in rows if r.protocol == protocol]
+        if not chosen:
+            raise ValueError(f"no scores under protocol {protocol!r}; the scores hold {', '.join(found)}")
+        return chosen, protocol
+    if len(found) > 1:
+        raise ValueError(f"the scores mix protocols {' and '.join(found)}; a matrix never mixes them: "
+                         f"choose one with --protocol {'|'.join(found)}")
+    return rows, (found[0] if found else "tl")
 
 
 def check_unique(rows: list[Score]) -> None:
-    """ValueError if two rows give the same (target, support, method, seed, size setting): mixing
-    e.g. two schedules in one cell would silently inflate n."""
+    """ValueError if two rows give the same (target, support, method, seed, size setting, protocol):
+    mixing e.g. two schedules in one cell would silently inflate n."""
     seen = {}
     for r in rows:
-        key = (r.target, r.support, r.method, r.seed, r.support_size, r.target_size)
+        key = (r.target, r.support, r.method, r.seed, r.support_size, r.target_size, r.protocol)
         if key in seen:
             raise ValueError(f"{seen[key]} and {r.source}: two scores for target {r.target}, support "
                              f"{r.support or '-'}, method {r.method}, seed {r.seed}; keep one")
@@ -211,7 +231,7 @@ def task_sizes(rows: list[Score], overrides: dict | None = None) -> dict[str, in
     `--limit-train` run is analysed with the sizes it used); `overrides` (e.g. --sizes FILE.json).
     Tasks with no known size are absent."""
     tasks = {r.target for r in rows} | {p for r in rows if r.support for p in r.support.split("+")}
-    sizes = {t: n for t in tasks if (n := official_train_size(t)) is not None}
+    sizes = {t: int(spec.train_size) for t in tasks if (spec := _registered(t)) and spec.train_size}
     recorded = Counter((t, n) for r in rows if not r.in_size_experiment for t, n in r.train_sizes)
     for t in {t for t, _ in recorded}:
         sizes[t] = max((c, n) for (u, n), c in recorded.items() if u == t)[1]
@@ -225,12 +245,7 @@ def target_train_size(row: Score, sizes: dict[str, int]) -> int | None:
     recorded = dict(row.train_sizes)
     if row.target in recorded:
         return recorded[row.target]
-    if row.target_size:
-        try:
-            return int(row.target_size)
-        except ValueError:
-            raise ValueError(f"{row.source}: target size {row.target_size!r} is not a count") from None
-    return sizes.get(row.target)
+    return _number(row.target_size, int, "target size", row.source) if row.target_size else sizes.get(row.target)
 
 
 def support_factor(row: Score, sizes: dict[str, int]) -> float:

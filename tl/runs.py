@@ -1,0 +1,316 @@
+"""The results folder, and the only code that reads or writes it: run records, logs, checkpoint
+folders, atomic writes and per-run locks (STYLE.md principle 19; nanochat's checkpoint_manager).
+
+Layout (ARCHITECTURE.md, "Run record"):
+    <results>/<run_id>/record.json    the run record; status "complete" only in its final write
+    <results>/<run_id>/config.json    the run's resolved settings
+    <results>/<run_id>/log.jsonl      one line per dev evaluation
+    <results>/<run_id>/checkpoint/    latest resume state (deleted when the run completes)
+    <results>/<run_id>/best/          the best model (Hugging Face layout + heads)
+    <results>/<run_id>/.lock          who is training the run now
+
+Every file is written atomically (a temp file renamed into place), so a reader sees the old file or
+the new one, never half of one; folders are swapped with two renames (`swap_dir`). Under DDP only rank
+0 writes. One scanning rule finds records: `<results>/*/record.json` (`complete_records`).
+
+Imports no tl file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+SCHEMA = 1
+# settings that change how a run is executed, not what it computes: a run found under the same id
+# with other values of these is the same run
+NOT_IDENTITY = {"results_dir", "cache_dir", "seeds", "device", "progress", "support_seeds", "data_dir",
+                "reference_scores", "eval_batch_size", "save_every", "tasks", "mode", "keep_best", "compile",
+                "keep_checkpoint"}
+ONE_TASK_UNUSED = {"sampler", "schedule", "temperature"}
+
+
+def run_id(mode: str, tasks: list[str], seed: int, *, sampler: str = "", schedule: str = "heterogeneous",
+           protocol: str = "tl", limit_train: int = 0, target_size: int = 0, support_size: str = "") -> str:
+    """The folder name of a run, from plain values: `mtl__rte+mnli__dynamic__s42`,
+    `authors__mtl__rte+mnli__uniform__s42`. `tasks`: the target first. The sampler and schedule name
+    multi-task runs only; the sizes appear when set. Settings that are not in the id are checked
+    against the record's config when a run is found under it (`check_existing`)."""
+    parts = [mode, "+".join(tasks).lower().replace("-", "")]
+    if mode in ("mtl", "mtl_all"):
+        parts.append(sampler)
+        if schedule != "heterogeneous":
+            parts.append(schedule)
+    if limit_train:
+        parts.append(f"lim{limit_train}")
+    if target_size:
+        parts.append(f"tgt{target_size}")
+    if support_size and mode != "single":
+        parts.append("sup" + support_size.replace("/", "_"))
+    parts.append(f"s{seed}")
+    return "__".join((["authors"] if protocol == "authors" else []) + parts)  # tl's ids are as before
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically. Under DDP only rank 0 writes (every rank holds the same values; two
+    writers would race on the temp file)."""
+    if _rank() != 0:
+        return
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, default=_json_default)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path):
+    """The JSON in `path`; a corrupt file is a one-line error naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); delete it to start that run again") from None
+
+
+def append_log(path: Path, entry: dict) -> None:
+    """One line of log.jsonl (rank 0 only)."""
+    if _rank() != 0:
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps(entry, default=_json_default) + "\n")
+
+
+def truncate_log(path: Path, upto_step: int) -> None:
+    """On resume, drop log lines written after the checkpoint (they will be written again)."""
+    if _rank() != 0 or not Path(path).exists():
+        return
+    keep = [line for line in Path(path).read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= upto_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+
+
+def swap_dir(tmp: Path, final: Path) -> None:
+    """Replace folder `final` by `tmp`. A kill between the two renames leaves `final.old`, which
+    `resolve_dir` still finds, so a finished checkpoint is never lost."""
+    old = final.with_name(final.name + ".old")
+    if old.exists() and final.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def resolve_dir(final: Path) -> Path | None:
+    """`final`, or `final.old` left by a kill inside `swap_dir`; None when neither holds a model/state."""
+    final = Path(final)
+    for candidate in (final, final.with_name(final.name + ".old")):
+        if (candidate / "state.json").exists() or (candidate / "model.safetensors").exists():
+            return candidate
+    return None
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty folder at `path` (a leftover from a killed writer is removed)."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def drop_checkpoints(run_dir: Path) -> None:
+    """Delete checkpoint/ (and its .tmp/.old) of a complete run: the resume state is 3x the model."""
+    if _rank() != 0:
+        return
+    for folder in Path(run_dir).glob("checkpoint*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------- records
+def read_record(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "record.json"
+    return read_json(path) if path.exists() else None
+
+
+def identity(config: dict) -> dict:
+    """The settings that make a run what it is. A one-task run never reads the multi-task sampler's
+    settings, so they are not part of its identity."""
+    skip = NOT_IDENTITY | (ONE_TASK_UNUSED if config.get("mode") in ("single", "stilts") else set())
+    return {k: v for k, v in config.items() if k not in skip}
+
+
+def check_existing(run_dir: Path, config: dict) -> dict | None:
+    """The complete record under `run_dir`, None to (re)start; a clash of settings is an error."""
+    record = read_record(run_dir)
+    if record is None:
+        return None
+    # compare as JSON sees them (tuples become lists)
+    old, new = identity(record.get("config", {})), identity(json.loads(json.dumps(config, default=list)))
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in diff[:4])
+        raise ValueError(f"{run_dir} holds a run with other settings ({shown}); use another --results-dir "
+                         f"or delete that folder")
+    return record if record.get("status") == "complete" else None
+
+
+def complete_records(results_dir: Path) -> list[dict]:
+    """Every complete record under `results_dir`, i.e. `<results_dir>/*/record.json` (the one rule)."""
+    out = []
+    for path in sorted(Path(results_dir).glob("*/record.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # a torn record is a run to redo, not a result
+        if isinstance(record, dict) and record.get("status") == "complete":
+            out.append(record)
+    return out
+
+
+def check_writable(results: Path) -> None:
+    """Fail at once, not after hours of training, when the results folder cannot be written."""
+    results = Path(results)
+    probe = results / f".write-test-{os.getpid()}"
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"--results-dir {results} is not writable ({e.strerror}); choose another folder")
+
+
+# --------------------------------------------------------------------------------------------- locks
+# A run is trained under <results>/<run_id>/grid.lock, created with O_CREAT | O_EXCL (pid, host, time,
+# token inside), so two workers or two machines on a shared folder never train the same run; the
+# lock of a dead process on this host is taken over. tl/study/run.py takes it around every run.
+LOCK_NAME = "grid.lock"
+EVENTS_NAME = "grid-events.jsonl"
+# a lock file still empty (or torn) this long after its creation lost its writer between O_EXCL and write
+TORN_LOCK_SECONDS = 10.0
+
+
+def lock_path(results: Path, run_id: str) -> Path:
+    return Path(results) / run_id / LOCK_NAME
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def lock_owner(path: Path) -> dict | None:
+    """The lock's content ({pid, host, time, token}) or None when there is no lock; an empty or torn
+    file reads as {pid: None, host: None, mtime}."""
+    try:
+        text = Path(path).read_text()
+        if text:
+            return json.loads(text)
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError):
+        pass
+    try:
+        return {"pid": None, "host": None, "mtime": Path(path).stat().st_mtime}
+    except FileNotFoundError:
+        return None
+
+
+def _stale(owner: dict, host: str) -> bool:
+    """A lock of a dead process on this host, or one whose writer died before filling it in."""
+    if owner.get("pid") is None:
+        return time.time() - owner.get("mtime", time.time()) > TORN_LOCK_SECONDS
+    return owner.get("host") == host and not _pid_alive(int(owner["pid"]))
+
+
+def live_lock(path: Path) -> dict | None:
+    """The lock's owner unless there is no lock or it is stale."""
+    owner = lock_owner(path)
+    if owner and _stale(owner, socket.gethostname()):
+        return None
+    return owner
+
+
+def acquire_lock(path: Path) -> str | None:
+    """Take the lock file atomically (O_CREAT | O_EXCL); returns a token for `release_lock`, or None
+    when a live process holds it. A lock left by a dead process on this host is taken over: it is
+    renamed away first (one rename wins), so two processes cannot both take it over."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    for _ in range(3):
+        token = uuid.uuid4().hex
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = lock_owner(path)
+            if owner is None:
+                continue  # released meanwhile: try again
+            if not _stale(owner, host):
+                return None
+            stale = path.with_name(f"{path.name}.stale-{os.getpid()}")
+            try:
+                os.replace(path, stale)
+            except FileNotFoundError:
+                continue  # another process took it over first
+            if lock_owner(stale) != owner:  # we moved a fresh lock, not the stale one: put it back
+                try:
+                    os.link(stale, path)
+                except FileExistsError:
+                    pass
+            stale.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": host, "time": time.time(), "token": token}, f)
+        return token
+    return None
+
+
+def release_lock(path: Path, token: str) -> None:
+    """Remove the lock if it is still ours."""
+    owner = lock_owner(path)
+    if owner is not None and owner.get("token") == token:
+        Path(path).unlink(missing_ok=True)
+
+
+def log_event(results: Path, run_id: str, event: str, **extra) -> None:
+    """Append one line to <results>/grid-events.jsonl: who started, finished or failed which run."""
+    line = json.dumps({"run_id": run_id, "event": event, "pid": os.getpid(), "host": socket.gethostname(),
+                       "time": round(time.time(), 3), **extra}) + "\n"
+    fd = os.open(Path(results) / EVENTS_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())  # one write with O_APPEND: lines of concurrent writers do not interleave
+    finally:
+        os.close(fd)
