@@ -1,11 +1,12 @@
 """Shared fixtures: the real MiniLM checkpoint, the real GLUE files, the bundled samples."""
 from pathlib import Path
 
+import os
+
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_GLUE = ROOT.parent / "shared" / "glue"
 SAMPLES = ROOT / "data" / "samples"
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -23,10 +24,14 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_glue() -> Path:
-    """The real GLUE files at ../shared/glue (read-only)."""
-    if not SHARED_GLUE.is_dir():
-        pytest.skip(f"real GLUE data not found at {SHARED_GLUE} (only present beside a tl checkout in this workplace)")
-    return SHARED_GLUE
+    """The full GLUE files, read-only, in the folder named by TL_GLUE_DIR (the layout of data/glue/)."""
+    folder = os.environ.get("TL_GLUE_DIR")
+    if not folder:
+        pytest.skip("needs the full GLUE files: set TL_GLUE_DIR to a GLUE folder "
+                    "(python tools/download_glue.py writes data/glue)")
+    if not Path(folder).is_dir():
+        pytest.skip(f"TL_GLUE_DIR={folder} is not a folder")
+    return Path(folder)
 
 
 @pytest.fixture(scope="session")

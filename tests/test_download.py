@@ -1,9 +1,10 @@
-"""tools/download_glue.py and tl/download.py end to end against a local HTTP server on 127.0.0.1:
-resume after a dropped connection, checksum errors leaving nothing behind, path-traversal zips
-refused, MRPC rebuilt as GLUE's script does, --from, idempotent reruns. No network is used."""
+"""tools/download_glue.py and tl.hub's `download` end to end against a local HTTP server on 127.0.0.1:
+resume after a dropped connection, checksum errors leaving nothing behind, path-traversal and symlink
+zip members refused, MRPC rebuilt as GLUE's script does, --from, idempotent reruns. No network is used."""
 import hashlib
 import http.server
 import io
+import stat
 import sys
 import threading
 import zipfile
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tl.download import GLUE_HOST, Source, build_mrpc, download, safe_extract_zip
+from tl.hub import download
 from tl.tasks import get_task, read_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import download_glue  # noqa: E402
+from download_glue import GLUE_HOST, Source, build_mrpc, safe_extract_zip  # noqa: E402
 
 RTE_TRAIN = "index\tsentence1\tsentence2\tlabel\n" + "".join(
     f"{i}\tPremise number {i}.\tHypothesis {i}.\t{'entailment' if i % 3 else 'not_entailment'}\n" for i in range(400))
@@ -163,6 +165,26 @@ def test_absolute_members_are_refused(tmp_path, member):
     with pytest.raises(ValueError, match="absolute path"):
         safe_extract_zip(archive, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_symlink_member_is_refused(server, tmp_path, capsys):
+    """A zip member whose Unix mode says symbolic link (its body the link target) could point anywhere;
+    the archive is refused before anything is written."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("RTE/train.tsv", RTE_TRAIN)
+        link = zipfile.ZipInfo("RTE/dev.tsv")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(link, "../../../outside.tsv")
+    archive = tmp_path / "link.zip"
+    archive.write_bytes(buffer.getvalue())
+    with pytest.raises(ValueError, match="refusing to extract member 'RTE/dev.tsv' \\(symbolic link\\)"):
+        safe_extract_zip(archive, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    sources = {"RTE": serve(server, "RTE.zip", buffer.getvalue())}
+    assert run_tool(server, tmp_path, sources) == 2
+    assert "(symbolic link)" in capsys.readouterr().err
+    assert leftovers(tmp_path / "glue") == []
 
 
 def test_missing_file_fails_without_retrying_and_bad_task_name(server, tmp_path, capsys):

@@ -411,7 +411,42 @@ def test_invalid_config_values():
     base = dict(model_type="bert", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                 intermediate_size=37, max_position_embeddings=64, pad_token_id=0)
     EncoderConfig(**base)
-    for bad in ({"num_attention_heads": 5}, {"hidden_act": "mish"}, {"vocab_size": 0},
-                {"position_embedding_type": "relative_key"}, {"pad_token_id": 99}):
-        with pytest.raises(ValueError):
+    EncoderConfig(**(base | {"model_type": "distilbert", "type_vocab_size": 0}))
+    for bad, fragment in (({"num_attention_heads": 5}, "multiple of num_attention_heads"),
+                          ({"hidden_act": "mish"}, "unsupported hidden_act 'mish'"),
+                          ({"vocab_size": 0}, "vocab_size"), ({"hidden_size": 32.0}, "hidden_size"),
+                          ({"num_hidden_layers": True}, "num_hidden_layers"),
+                          ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+                          ({"pad_token_id": 99}, "pad_token_id"), ({"pad_token_id": -1}, "pad_token_id"),
+                          ({"type_vocab_size": 0}, "type_vocab_size"),
+                          ({"model_type": "distilbert"}, "type_vocab_size"),
+                          ({"hidden_dropout_prob": 1.0}, "dropout"),
+                          ({"attention_probs_dropout_prob": -0.1}, "dropout"),
+                          ({"model_type": "gpt2"}, "unknown model_type 'gpt2'"),
+                          ({"model_type": "roberta", "pad_token_id": 1, "max_position_embeddings": 2},
+                           "max_position_embeddings")):
+        with pytest.raises(ValueError) as e:
             EncoderConfig(**(base | bad))
+        assert_one_line(e, fragment)
+
+
+def test_config_json_that_is_not_an_object(tmp_path):
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError) as e:
+        Encoder.from_pretrained(tmp_path)
+    assert_one_line(e, str(tmp_path / "config.json"), "expected a JSON object")
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_sequence_longer_than_the_positions(tmp_path, model_type):
+    """BERT covers max_position_embeddings tokens; RoBERTa's positions start at pad_token_id + 1, so it
+    covers pad_token_id + 1 fewer: one token more than that raises before any embedding lookup."""
+    _, folder, config = saved_by_transformers(tmp_path, model_type)
+    tl = Encoder.from_pretrained(folder).eval()
+    limit = config["max_position_embeddings"] - (config["pad_token_id"] + 1 if model_type == "roberta" else 0)
+    ids = torch.full((1, limit), 5)
+    assert tl(ids, torch.ones_like(ids)).shape == (1, limit, 32)
+    ids = torch.full((1, limit + 1), 5)
+    with pytest.raises(ValueError) as e:
+        tl(ids, torch.ones_like(ids))
+    assert_one_line(e, f"sequence length {limit + 1}", f"{limit} positions")

@@ -97,7 +97,7 @@ def test_heterogeneous_proportions_chi_square():
     first = np.zeros(3, dtype=np.int64)
     for epoch in range(60):
         batches = s.epoch_batches(epoch)
-        assert len(batches) == s.steps_per_epoch == math.ceil(1800 / 32)
+        assert len(batches) == s.steps_in_epoch() == math.ceil(1800 / 32)
         assert all(len(t) == 32 for t, _ in batches[:-1]) and len(batches[-1][0]) == 1800 - 56 * 32
         # the epoch's quota is exact ...
         assert np.all(np.abs(task_counts(batches, 3) - 1800 * np.array([0.5, 0.3, 0.2])) < 1)
@@ -117,7 +117,7 @@ def test_homogeneous_proportions_chi_square():
             assert np.all(tids == tids[0])                     # one task per batch
         labels += [t[0] for t, _ in batches[:5]]               # early batches of each epoch
         per_task = np.bincount([t[0] for t, _ in batches], minlength=3)
-        assert per_task.tolist() == apportion(s.steps_per_epoch, np.array([0.5, 0.3, 0.2])).tolist()
+        assert per_task.tolist() == apportion(s.steps_in_epoch(), np.array([0.5, 0.3, 0.2])).tolist()
     observed = np.bincount(labels, minlength=3)
     assert chisquare(observed, len(labels) * np.array([0.5, 0.3, 0.2])).pvalue > 0.001
 
@@ -173,7 +173,7 @@ def test_single_task_covers_every_example_once_per_epoch():
     for schedule in SCHEDULES:
         for pool, lens in [(1, None), (1, lengths), (5, lengths)]:
             s = MultiTaskSampler(sizes, lens, 64, schedule, seed=3, length_pool=pool)
-            assert s.steps_per_epoch == 16
+            assert s.steps_in_epoch() == 16
             epochs = [s.epoch_batches(e) for e in range(3)]
             for batches in epochs:
                 ids = np.concatenate([e for _, e in batches])

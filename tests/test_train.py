@@ -244,11 +244,13 @@ def test_learning_rate_schedule_with_changing_epoch_lengths(tmp_path, monkeypatc
 
 def test_learning_rate_with_constant_epochs_is_per_step_linear_decay(tmp_path, monkeypatch):
     """With equal epoch lengths (and warmup), tl's schedule is the per-step linear schedule over the
-    run's steps: what linear_schedule (LambdaLR) gives."""
+    run's steps: what transformers' get_linear_schedule_with_warmup (run_glue.py's) gives."""
+    from transformers import get_linear_schedule_with_warmup
+
     monkeypatch.setattr(VaryingSampler, "LENGTHS", [4, 4, 4])
     got = _learning_rates(tmp_path, monkeypatch, "constant", epochs=3, warmup_ratio=0.25)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    schedule = train.linear_schedule(optimizer, 12, 3)
+    schedule = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=3, num_training_steps=12)
     expected = []
     for _ in range(12):
         expected.append(optimizer.param_groups[0]["lr"])
@@ -351,7 +353,7 @@ def test_resume_never_runs_code_from_a_checkpoint(tmp_path):
 KEEP_PROBE = """
 import re, sys, torch
 sys.path.insert(0, sys.argv[2])
-from tl.train import keep_freed_memory
+from allocator import keep_freed_memory
 rss = lambda: int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1))  # kB
 torch.ones(16 << 20)
 print(keep_freed_memory() if sys.argv[1] == "keep" else "-")
@@ -369,7 +371,7 @@ print(max(drops))
 def test_keep_freed_memory_keeps_large_blocks():
     """glibc hands a freed 64 MB tensor back to the kernel (the resident size drops by 64 MB, and the
     next one is faulted in anew); after keep_freed_memory it keeps the block for the next allocation."""
-    runs = {mode: subprocess.run([sys.executable, "-c", KEEP_PROBE, mode, str(ROOT)], capture_output=True, text=True,
+    runs = {mode: subprocess.run([sys.executable, "-c", KEEP_PROBE, mode, str(ROOT / "tools")], capture_output=True, text=True,
                                  check=True).stdout.split() for mode in ("default", "keep")}
     assert int(runs["default"][1]) >= 60_000  # kB returned on free
     assert runs["keep"][0] == "True" and int(runs["keep"][1]) < 4_000

@@ -4,7 +4,7 @@ A settings dataclass declares each field with `arg(default, "one-line help")`; `
 turns the fields into argparse flags (`micro_batch` -> `--micro-batch`), and `from_namespace`
 builds the dataclass back from the parsed flags, so the dataclass's `__post_init__` validates them
 and the resolved settings can be written into every run directory. Tuples become comma lists
-(`--seeds 42,544460`), booleans `--flag/--no-flag`.
+(`--seeds 42,544460`), booleans `--flag/--no-flag`. Imports no tl file.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Tokenized splits: a tokenize-once on-disk cache, length-bucketed batches, dynamic padding.
 
 The paper's code padded every batch to 128 tokens, and on the GLUE training sets 48-91% of those
-tokens are padding (../shared/paper/PROTOCOL.md, "Known weak points"). Here a split is tokenized once
+tokens are padding (docs/PROTOCOL.md, "Known weak points"). Here a split is tokenized once
 into flat numpy arrays (saved with np.save, reopened memory-mapped), batches are drawn from examples
 of nearly equal length (`bucket_batches`), and each batch is padded only to its own longest example
 (`collate`, which also mixes rows of several tasks' splits), which leaves a few percent of padding.
@@ -12,6 +12,7 @@ row of the batch.
 Cache: one folder per (task, split, file contents, tokenizer, max_len, columns), named by a sha256 of
 all of these and `FORMAT_VERSION`, so a changed file, tokenizer or setting never reads stale tokens.
 A folder is written under a temporary name and renamed into place, so a reader sees all of it or none.
+Imports tl.tasks.
 """
 import hashlib
 import itertools

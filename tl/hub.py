@@ -1,4 +1,5 @@
-"""Resolve a model name or folder to a local folder holding config.json, weights and tokenizer files.
+"""Resolve a model name or folder to a local folder holding config.json, weights and tokenizer files;
+and `download`, tl's one HTTP downloader (tools/download_glue.py uses it for the GLUE archives).
 
 `resolve_model(name)` accepts, in this order:
   1. a local folder (`./my-model`, `/models/roberta-base`);
@@ -6,15 +7,22 @@
   3. a Hugging Face hub name (`roberta-base`, `distilroberta-base`, `bert-base-uncased`, `org/name`),
      downloaded once over HTTPS from `https://huggingface.co/{name}/resolve/main/{file}` into
      `~/.cache/tl/models/<name>` (root overridable with $TL_CACHE, base URL with $TL_HUB_URL).
-Each file goes through `tl.download.download` (the one HTTP downloader: retries, resume of a cut-off
-transfer from `<file>.part`, rename into place when complete), so the cache never holds a partial file
-under a real name. Imports tl.download only (which never imports this file).
+Each file goes through `download`: retries with exponential backoff on transient errors, resume of a
+cut-off transfer from `<file>.part` with an HTTP Range request (within the call or in a later one), an
+optional sha256 check, and a rename into place only when complete, so the cache never holds a partial
+file under a real name. Imports no tl file.
 """
+import hashlib
+import http.client
 import importlib
 import os
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Optional
 
-from tl.download import download
+from tqdm import tqdm
 
 HUB_URL = "https://huggingface.co"
 # lower-cased name -> (package, function returning its model folder)
@@ -86,3 +94,86 @@ def fetch_model(repo: str, folder: Path) -> Path:
             f"cannot download {repo} from {base} ({e}); to work offline, place "
             f"{', '.join(missing(folder) or ['the model files'])} in {folder}, or pass a local folder") from None
     return folder
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: Optional[str], what: str) -> None:
+    """Raise ValueError (and delete `path`) if its sha256 is not `expected`."""
+    if expected is None:
+        return
+    actual = sha256_file(path)
+    if actual != expected:
+        path.unlink()
+        raise ValueError(f"checksum mismatch for {what}: sha256 {actual}, expected {expected}; the file was "
+                         "deleted. Run again; if it persists the source changed (use --no-verify to accept it)")
+
+
+def _transient(error: Exception) -> bool:
+    """Worth retrying: connection trouble, timeouts, 5xx and 429; not a 404 or 403."""
+    if isinstance(error, urllib.error.HTTPError):
+        return error.code >= 500 or error.code in (408, 429)
+    return isinstance(error, (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError))
+
+
+def download(url: str, dest, sha256: Optional[str] = None, retries: int = 5, backoff: float = 1.0,
+             timeout: float = 60.0, progress: bool = True, missing_ok: bool = False) -> Optional[Path]:
+    """Download `url` to `dest`, resuming from `dest.part` with an HTTP Range request after a dropped
+    connection (within this call, with exponential backoff, or in a later call), then verify sha256.
+    With `missing_ok`, None when the server has no such file (HTTP 404) instead of an OSError."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    if dest.exists():  # fetched by an earlier run that stopped before using it
+        if sha256 is None or sha256_file(dest) == sha256:
+            return dest
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(retries + 1):
+        try:
+            _fetch_into(url, part, timeout, progress, desc=dest.name)
+            break
+        except Exception as error:  # noqa: BLE001 - classified by _transient
+            if missing_ok and isinstance(error, urllib.error.HTTPError) and error.code == 404:
+                return None
+            if not _transient(error) or attempt == retries:
+                kept = part.stat().st_size if part.exists() else 0
+                raise OSError(f"download of {url} failed after {attempt + 1} attempt(s): {error}; "
+                              f"run again to resume from {kept} bytes") from error
+            time.sleep(backoff * 2 ** attempt)
+    check_sha256(part, sha256, url)
+    os.replace(part, dest)
+    return dest
+
+
+def _fetch_into(url: str, part: Path, timeout: float, progress: bool, desc: str) -> None:
+    """One HTTP request appending to `part` from its current size; raises ConnectionError if the server
+    sends fewer bytes than it announced (http.client reports a short body as a normal end)."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "tl-download", **(
+        {"Range": f"bytes={offset}-"} if offset else {})})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and offset:  # nothing after `offset`: the part is already whole
+            return
+        raise
+    with response:
+        if offset and response.status != 206:  # the server ignored Range: start over
+            offset = 0
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length is not None else None
+        received = offset
+        with open(part, "ab" if offset else "wb") as f, \
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                f.write(block)
+                received += len(block)
+                bar.update(len(block))
+    if total is not None and received < total:
+        raise ConnectionError(f"connection closed after {received} of {total} bytes")

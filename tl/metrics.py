@@ -5,11 +5,11 @@ reference `glue_compute_metrics` of the transformers examples the paper's code r
 accuracy; F1 of the positive class (label 1: "equivalent" for MRPC, "duplicate" for QQP);
 Matthews correlation (CoLA); Pearson and Spearman correlation (STS-B); (accuracy + F1) / 2 for
 MRPC and QQP (the GLUE leaderboard's combined score). The headline metric of each task is the one
-of ../shared/paper/PROTOCOL.md ("Scores (x100) per task"), named by `TaskSpec.headline`.
+of docs/PROTOCOL.md ("Scores (x100) per task"), named by `TaskSpec.headline`.
 
 Every function takes two 1-D arrays of equal length N: `pred` (N,) and `gold` (N,). A degenerate
 input (empty, constant, non-finite) returns 0.0 with a warning, never NaN and never a crash, so a
-run that predicts one class all epoch still gets a score and a visible warning.
+run that predicts one class all epoch still gets a score and a visible warning. Imports no tl file.
 """
 import warnings
 

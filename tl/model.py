@@ -18,7 +18,6 @@ import logging
 import os
 import pickle
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -29,8 +28,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("bert", "roberta", "distilbert")
-ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "distilbert": "DistilBertModel"}
+ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "distilbert": "DistilBertModel"}  # by model_type
 
 # hidden_act names of transformers' ACT2FN that these checkpoints use
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -52,17 +50,11 @@ DISTILBERT_KEYS = {f"transformer.layer.{{}}.{a}": f"encoder.layer.{{}}.{b}" for 
     "output_layer_norm": "output.LayerNorm"}.items()}
 KEY_MAPS = {"bert": {}, "roberta": {}, "distilbert": DISTILBERT_KEYS}
 QKV = ("query", "key", "value")  # the checkpoint's three projections, in the order of the fused `qkv`
-
-# prefixes of the task models (BertForSequenceClassification, RobertaForMaskedLM, ...) around the encoder
-PREFIXES = ("bert.", "roberta.", "distilbert.")
-ENCODER_ROOTS = ("embeddings", "encoder", "transformer", "pooler")
-# non-persistent buffers that older transformers versions saved anyway
-IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
-LEGACY_SUFFIXES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
+LAYER_INDEX = r"\.(\d+)\."  # the `.3.` of `encoder.layer.3.output.dense.weight`
 
 
 # --------------------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class EncoderConfig:
     """The architecture, under the key names of a Hugging Face `config.json` (BertConfig's)."""
 
@@ -83,51 +75,41 @@ class EncoderConfig:
     position_embedding_type: str = "absolute"
 
     def __post_init__(self):
-        if self.model_type not in MODEL_TYPES:
-            raise ValueError(f"unknown model_type {self.model_type!r}; tl supports {', '.join(MODEL_TYPES)}")
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.type_vocab_size, int) or (self.model_type == "distilbert") != (self.type_vocab_size == 0):
-            raise ValueError(f"type_vocab_size must be 0 for distilbert (no token types) and a positive integer "
-                             f"otherwise, got {self.type_vocab_size!r} for {self.model_type}")
-        if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id must be an integer in [0, vocab_size), got {self.pad_token_id!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
-                             f"{self.num_attention_heads}")
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"unsupported hidden_act {self.hidden_act!r}; choose one of {', '.join(ACTIVATIONS)}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.position_embedding_type != "absolute":
-            raise ValueError(f"position_embedding_type {self.position_embedding_type!r} is not supported; "
-                             "tl implements 'absolute' only")
-        if self.model_type == "roberta" and self.max_position_embeddings <= self.pad_token_id + 1:
-            raise ValueError("RoBERTa positions start at pad_token_id + 1: max_position_embeddings is too small")
-
-    @property
-    def max_length(self) -> int:
-        """The longest sequence the position embeddings cover."""
-        offset = self.pad_token_id + 1 if self.model_type == "roberta" else 0
-        return self.max_position_embeddings - offset
+        for f in dataclasses.fields(self):  # the int fields: sizes, and the two that may be 0
+            value, least = getattr(self, f.name), int(f.name not in ("type_vocab_size", "pad_token_id"))
+            if f.type is int and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise ValueError(f"{f.name} must be an integer >= {least}, got {value!r}")
+        kind, types, H, nh = self.model_type, self.type_vocab_size, self.hidden_size, self.num_attention_heads
+        dropouts = (self.hidden_dropout_prob, self.attention_probs_dropout_prob)
+        rules = [  # (broken, why), checked in this order
+            (kind not in ARCHITECTURES, f"unknown model_type {kind!r}; tl supports {', '.join(ARCHITECTURES)}"),
+            ((kind == "distilbert") != (types == 0), f"type_vocab_size must be 0 for distilbert (no token types) "
+             f"and positive otherwise, got {types} for {kind}"),
+            (self.pad_token_id >= self.vocab_size, f"pad_token_id {self.pad_token_id} is not below vocab_size"),
+            (H % nh, f"hidden_size {H} is not a multiple of num_attention_heads {nh}"),
+            (self.hidden_act not in ACTIVATIONS,
+             f"unsupported hidden_act {self.hidden_act!r}; choose one of {', '.join(ACTIVATIONS)}"),
+            (not all(0.0 <= p < 1.0 for p in dropouts), f"dropout probabilities must be in [0, 1), got {dropouts}"),
+            (self.position_embedding_type != "absolute",
+             f"position_embedding_type {self.position_embedding_type!r} is not supported; tl implements 'absolute'"),
+            (kind == "roberta" and self.max_position_embeddings <= self.pad_token_id + 1,
+             "RoBERTa positions start at pad_token_id + 1: max_position_embeddings is too small")]
+        for broken, why in rules:
+            if broken:
+                raise ValueError(why)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "EncoderConfig":
         """Read a Hugging Face config dict; `source` names the file in error messages."""
         model_type = d.get("model_type")
-        if model_type not in MODEL_TYPES:
-            raise ValueError(f"{source}: unknown model_type {model_type!r}; tl supports {', '.join(MODEL_TYPES)}")
+        if model_type not in ARCHITECTURES:
+            raise ValueError(f"{source}: unknown model_type {model_type!r}; tl supports {', '.join(ARCHITECTURES)}")
         if model_type == "distilbert":
             d = {DISTILBERT_CONFIG_KEYS.get(k, k): v for k, v in d.items()} | DISTILBERT_FIXED
         fields = {f.name: f for f in dataclasses.fields(cls)}
         missing = [name for name, f in fields.items() if name not in d and f.default is dataclasses.MISSING]
         if missing:
-            raise ValueError(f"{source}: missing {', '.join(repr(m) for m in missing)}; "
-                             f"a {model_type} config.json needs them")
+            raise ValueError(f"{source}: missing {', '.join(map(repr, missing))}; a {model_type} config.json has them")
         try:
             return cls(**{name: d[name] for name in fields if name in d})
         except ValueError as e:
@@ -138,8 +120,7 @@ class EncoderConfig:
         """Read `folder/config.json`."""
         path = Path(folder) / "config.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no such model folder" if not Path(folder).is_dir() else
-                                    f"{path}: not found; a model folder needs config.json beside its weights")
+            raise FileNotFoundError(f"{path}: no such file; a model folder holds config.json beside its weights")
         try:
             d = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -176,9 +157,9 @@ class Grid(NamedTuple):
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(N, D) -> (B, T, D), zeros at padding."""
-        if self.keep is None:
-            return x.view(self.B, self.T, -1)
-        return x.new_zeros(self.B * self.T, x.shape[-1]).index_copy(0, self.keep, x).view(self.B, self.T, -1)
+        if self.keep is not None:
+            x = x.new_zeros(self.B * self.T, x.shape[-1]).index_copy(0, self.keep, x)
+        return x.view(self.B, self.T, -1)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (N, D)."""
@@ -188,9 +169,8 @@ class Grid(NamedTuple):
 
 # --------------------------------------------------------------------------------------------- modules
 def position_ids(input_ids: torch.Tensor, config: EncoderConfig) -> torch.Tensor:
-    """(B, T) -> (B, T). BERT, DistilBERT: 0 .. T-1 in every row. RoBERTa: real tokens count from
-    pad_token_id + 1 and padding keeps pad_token_id (fairseq `utils.make_positions`, as transformers'
-    `create_position_ids_from_input_ids`)."""
+    """(B, T) -> (B, T): 0 .. T-1 in every row; RoBERTa's real tokens count from pad_token_id + 1 and padding
+    keeps pad_token_id (fairseq `utils.make_positions`, transformers' `create_position_ids_from_input_ids`)."""
     if config.model_type != "roberta":
         return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     real = input_ids.ne(config.pad_token_id).long()
@@ -231,9 +211,8 @@ class SelfAttention(nn.Module):
         self.register_load_state_dict_pre_hook(SelfAttention.fuse_qkv)
 
     def fuse_qkv(self, state: dict, prefix: str, *args) -> None:
-        """Load hook (gpt-fast's `Attention.load_hook`): the checkpoint's `query`, `key` and `value` become one
-        (3H, H) `qkv` weight and (3H,) bias, once, so that every forward does one matmul and no concatenation.
-        A state dict already fused (tl's own `state_dict()`) passes through."""
+        """Load hook: the checkpoint's `query`, `key` and `value` become one (3H, H) `qkv` weight and (3H,) bias,
+        once, so every forward does one matmul; a state dict already fused (tl's own) passes through."""
         for param in ("weight", "bias"):
             names = [f"{prefix}{n}.{param}" for n in QKV]
             if all(n in state for n in names):
@@ -251,12 +230,9 @@ class SelfAttention(nn.Module):
 def split_qkv(state: dict) -> dict:
     """The inverse of `fuse_qkv` over a whole state dict: each `...attention.self.qkv.*` -> query/key/value."""
     out = {}
-    for key, tensor in state.items():
-        module, _, param = key.rpartition(".")
-        if module.endswith("attention.self.qkv"):
-            out.update({f"{module[:-3]}{n}.{param}": t for n, t in zip(QKV, tensor.chunk(3))})
-        else:
-            out[key] = tensor
+    for key, tensor in state.items():  # in order, each fused qkv replaced by its three parts
+        names = [key.replace(".qkv.", f".{n}.") for n in QKV] if ".attention.self.qkv." in key else [key]
+        out.update(zip(names, tensor.chunk(len(names))))
     return out
 
 
@@ -302,9 +278,7 @@ class Pooler(nn.Module):
 
 
 class Encoder(nn.Module):
-    """The encoder: `forward(input_ids, attention_mask, token_type_ids=None)` -> last hidden state (B, T, H),
-    zero at padding positions. `pooler` is a `Pooler` or None (DistilBERT has none; `from_pretrained`
-    keeps it iff the checkpoint has it)."""
+    """The encoder; `pooler`: a `Pooler`, or None (DistilBERT; `from_pretrained` keeps it iff the checkpoint has it)."""
 
     def __init__(self, config: EncoderConfig, pooler: Optional[bool] = None):
         super().__init__()
@@ -312,26 +286,24 @@ class Encoder(nn.Module):
         self.embeddings = Embeddings(config)
         self.encoder = nn.ModuleDict({"layer": nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))})
         self.pooler = Pooler(config) if (config.model_type != "distilbert" if pooler is None else pooler) else None
-        if not self.embeddings.word_embeddings.weight.is_meta:  # on meta (from_pretrained) init costs ~1.5 s for nothing
-            self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """BERT's initialisation (transformers' `BertPreTrainedModel._init_weights`); LayerNorms keep torch's
-        ones and zeros."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=self.config.initializer_range)
-            if isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
-            elif module.padding_idx is not None:
-                nn.init.zeros_(module.weight[module.padding_idx])
+        if not self.embeddings.word_embeddings.weight.is_meta:  # from_pretrained builds on meta: no init (~1.5 s)
+            for module in self.modules():  # BERT's init (transformers' `BertPreTrainedModel._init_weights`)
+                if isinstance(module, (nn.Linear, nn.Embedding)):  # LayerNorms keep torch's ones and zeros
+                    nn.init.normal_(module.weight, std=config.initializer_range)
+                    if isinstance(module, nn.Linear):
+                        nn.init.zeros_(module.bias)
+                    elif module.padding_idx is not None:
+                        nn.init.zeros_(module.weight[module.padding_idx])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """input_ids, attention_mask (1 = real token, None = no padding), token_type_ids: (B, T) integers.
-        DistilBERT has no token types and ignores token_type_ids."""
+        """input_ids, attention_mask (1 = real token, None = no padding), token_type_ids (DistilBERT ignores
+        them): (B, T) integers -> the last hidden state (B, T, H), zero at padding."""
         B, T = input_ids.shape
-        if T > self.config.max_length:
-            raise ValueError(f"sequence length {T} exceeds the model's {self.config.max_length} positions")
+        limit = self.config.max_position_embeddings  # less pad_token_id + 1 for RoBERTa, whose positions start there
+        limit -= self.config.pad_token_id + 1 if self.config.model_type == "roberta" else 0
+        if T > limit:
+            raise ValueError(f"sequence length {T} exceeds the model's {limit} positions")
         positions = position_ids(input_ids, self.config)  # (B, T)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
@@ -342,24 +314,38 @@ class Encoder(nn.Module):
             x = layer(x, grid)
         return grid.pad(x)  # (B, T, H)
 
-    # ----------------------------------------------------------------------------------- checkpoints
     @classmethod
     def from_pretrained(cls, folder, dtype: Optional[torch.dtype] = None, device=None) -> "Encoder":
-        """Load `folder/config.json` + `model.safetensors` (or `pytorch_model.bin`), strictly.
-        Floating-point weights become `dtype` (default: torch's default dtype, float32), on `device`."""
-        folder = Path(folder)
+        """Load `folder/config.json` + `model.safetensors` (or `pytorch_model.bin`), strictly; floating-point
+        weights become `dtype` (default: torch's default dtype), on `device`."""
         config = EncoderConfig.from_checkpoint(folder)
-        path, checkpoint = read_weights(folder)
-        state, ignored = encoder_state(checkpoint, config.model_type)
+        path, checkpoint = read_weights(Path(folder))
+        state, ignored = {}, []  # the encoder's tensors under BertModel names; names of the others
+        for key, tensor in checkpoint.items():  # task models (BertForMaskedLM, ...) prefix it: `bert.`
+            name = key.partition(".")[2] if key.split(".")[0] in ARCHITECTURES else key
+            if name.split(".")[0] not in ("embeddings", "encoder", "transformer", "pooler"):
+                ignored.append(key)  # a task head: cls.*, lm_head.*, classifier.*, ...
+            elif name not in ("embeddings.position_ids", "embeddings.token_type_ids"):  # buffers old versions saved
+                name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+                state[rename(name, KEY_MAPS[config.model_type])] = tensor
         if ignored:
             log.info("%s: ignored %d tensors outside the encoder: %s", path, len(ignored), summarize(ignored))
         with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
             model = cls(config, pooler=any(k.startswith("pooler.") for k in state))
-        check_state(model, state, path, ignored)
-        dtype = dtype or torch.get_default_dtype()
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        # strict: one error naming every missing, unexpected and mis-shaped tensor
+        expected = {k: tuple(v.shape) for k, v in split_qkv(model.state_dict()).items()}
+        missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+        misshaped = [f"{k} {tuple(state[k].shape)} (config.json implies {expected[k]})"
+                     for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k]]
+        problems = [f"{what} {len(keys)}: {text}" for what, keys, text in (
+            ("missing", missing, summarize(missing)), ("unexpected", unexpected, summarize(unexpected)),
+            ("wrong shape", misshaped, "; ".join(misshaped))) if keys]
+        if problems:
+            note = f" (ignored as not encoder: {summarize(ignored)})" if ignored and missing else ""
+            raise ValueError(f"{path}: does not fit the {config.model_type} encoder of config.json: "
+                             f"{'; '.join(problems)}{note}")
         model.load_state_dict(state, assign=True)  # SelfAttention.fuse_qkv runs here
-        return model.to(device=device)
+        return model.to(device=device, dtype=dtype or torch.get_default_dtype())  # casts floating-point tensors only
 
     def checkpoint_state(self) -> dict:
         """The state dict under the checkpoint's own names: `qkv` split back, DistilBERT's names restored."""
@@ -371,85 +357,43 @@ class Encoder(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.checkpoint_state().items()}
-        path, tmp = folder / "model.safetensors", folder / "model.safetensors.tmp"
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, path)
-        tmp = folder / "config.json.tmp"
-        tmp.write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, folder / "config.json")
-        return path
+        save_file(tensors, str(folder / "model.safetensors.tmp"), metadata={"format": "pt"})
+        (folder / "config.json.tmp").write_text(json.dumps(self.config.to_dict(), indent=2, sort_keys=True) + "\n")
+        for name in ("model.safetensors", "config.json"):  # written whole, then renamed into place
+            os.replace(folder / f"{name}.tmp", folder / name)
+        return folder / "model.safetensors"
 
 
 # --------------------------------------------------------------------------------------------- loading
 def read_weights(folder: Path) -> tuple[Path, dict]:
     """The state dict of `model.safetensors`, else of `pytorch_model.bin` (never running pickled code)."""
-    path = folder / "model.safetensors"
-    if path.is_file():
-        try:
+    path = next((p for p in (folder / "model.safetensors", folder / "pytorch_model.bin") if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin in this folder")
+    try:
+        if path.suffix == ".safetensors":
             return path, load_file(str(path), device="cpu")
-        except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
-            raise ValueError(f"{path}: not a readable safetensors file ({first_line(e)}); "
-                             "download or save it again") from None
-    path = folder / "pytorch_model.bin"
-    if path.is_file():
-        try:
-            return path, torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ValueError(f"{path}: refused: unpickling it would run code ({first_line(e)}); "
+        return path, torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if isinstance(e, pickle.UnpicklingError):  # weights_only refused a global the file needs
+            raise ValueError(f"{path}: refused: unpickling it would run code ({reason}); "
                              "convert it to model.safetensors with a tool you trust") from None
-        except (RuntimeError, EOFError, OSError) as e:
-            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({first_line(e)})") from None
-    raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin in this folder")
+        kind = "safetensors file" if path.suffix == ".safetensors" else "PyTorch checkpoint"
+        raise ValueError(f"{path}: not a readable {kind} ({reason}); download or save it again") from None
 
 
 def rename(key: str, key_map: dict) -> str:
     """Apply a `{}`-templated module-name map to one tensor name (`...q_lin.weight` -> `...query.weight`)."""
     module, _, param = key.rpartition(".")
-    template, index = re.sub(r"\.(\d+)\.", ".{}.", module, count=1), re.findall(r"\.(\d+)\.", module)[:1]
+    template, index = re.sub(LAYER_INDEX, ".{}.", module, count=1), re.findall(LAYER_INDEX, module)[:1]
     return key_map[template].format(*index) + "." + param if template in key_map else key
-
-
-def encoder_state(checkpoint: dict, model_type: str) -> tuple[dict, list]:
-    """Checkpoint names -> BertModel names: strip the task model's prefix, rename legacy LayerNorm
-    gamma/beta and DistilBERT's layout; returns (encoder tensors, names of ignored non-encoder tensors)."""
-    state, ignored = {}, []
-    for key, tensor in checkpoint.items():
-        name = next((key[len(p):] for p in PREFIXES if key.startswith(p)), key)
-        if name.split(".")[0] not in ENCODER_ROOTS:
-            ignored.append(key)  # a task head: cls.*, lm_head.*, classifier.*, ...
-            continue
-        if name in IGNORED_BUFFERS:
-            continue
-        for old, new in LEGACY_SUFFIXES.items():
-            if name.endswith(old):
-                name = name[: -len(old)] + new
-        state[rename(name, KEY_MAPS[model_type])] = tensor
-    return state, ignored
-
-
-def check_state(model: Encoder, state: dict, path: Path, ignored: list) -> None:
-    """Raise one ValueError naming every missing, unexpected and mis-shaped tensor (BertModel names)."""
-    expected = {k: tuple(v.shape) for k, v in split_qkv(model.state_dict()).items()}
-    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    misshaped = [f"{k} {tuple(state[k].shape)} (config.json implies {expected[k]})"
-                 for k in sorted(expected.keys() & state.keys()) if tuple(state[k].shape) != expected[k]]
-    problems = [f"{what} {len(keys)}: {text}" for what, keys, text in (
-        ("missing", missing, summarize(missing)), ("unexpected", unexpected, summarize(unexpected)),
-        ("wrong shape", misshaped, "; ".join(misshaped))) if keys]
-    if problems:
-        note = f" (ignored as not encoder: {summarize(ignored)})" if ignored and missing else ""
-        raise ValueError(f"{path}: does not fit the {model.config.model_type} encoder of config.json: "
-                         f"{'; '.join(problems)}{note}")
 
 
 def summarize(keys: list) -> str:
     """Tensor names with layer indices folded: `encoder.layer.{0,1,2}.output.dense.weight`."""
     groups = {}
     for key in keys:
-        index = re.findall(r"\.(\d+)\.", key)[:1]
-        groups.setdefault(re.sub(r"\.(\d+)\.", ".{}.", key, count=1), []).append(index[0] if index else "")
+        index = re.findall(LAYER_INDEX, key)[:1]
+        groups.setdefault(re.sub(LAYER_INDEX, ".{}.", key, count=1), []).append(index[0] if index else "")
     return ", ".join(t.format(i[0] if len(i) == 1 else "{" + ",".join(i) + "}") for t, i in groups.items())
-
-
-def first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -40,7 +40,7 @@ import torch
 import tl
 from tl.cli import arg
 from tl.data import load_tokenized, subsample
-from tl.heads import HeadSpec, MultiTaskModel
+from tl.heads import HeadSpec, MultiTaskModel, label_count_key
 from tl.hub import resolve_model
 from tl.model import Encoder
 from tl.runs import (SCHEMA, check_existing, check_writable, drop_checkpoints, read_record, resolve_dir, run_id,
@@ -184,13 +184,6 @@ def _read_for_each(cfg: RunConfig, settings: TrainSettings) -> bool:
     return settings.protocol == "authors" and cfg.mode == "mtl" and not (cfg.target_size or cfg.support_size)
 
 
-def _training_order(cfg: RunConfig, settings: TrainSettings, tasks: list[str]) -> list[str]:
-    if not _read_for_each(cfg, settings):
-        return tasks
-    known = [t for t in AUTHORS_ORDER if t in tasks]
-    return known + sorted(t for t in tasks if t not in known)
-
-
 def _id(cfg: RunConfig, settings: TrainSettings, mode: str, tasks: list[str], seed: int) -> str:
     return run_id(mode, tasks, seed, sampler=settings.sampler, schedule=settings.schedule,
                   protocol=settings.protocol, limit_train=cfg.limit_train, target_size=cfg.target_size,
@@ -228,9 +221,12 @@ def plan(cfg: RunConfig, settings: TrainSettings, train_size: Callable[[str], in
     sampling's reference runs); a job shared by several is listed once. `train_size(task)`: the
     full training-set size of a task."""
     names = cfg.task_names
+    if _read_for_each(cfg, settings):  # trained once, in AUTHORS_ORDER
+        known = [t for t in AUTHORS_ORDER if t in names]
+        names = known + sorted(t for t in names if t not in known)
     jobs: dict[str, Job] = {}
     for seed in cfg.seeds:
-        job = _make_job(cfg, settings, cfg.mode, _training_order(cfg, settings, names), seed)
+        job = _make_job(cfg, settings, cfg.mode, names, seed)
         sizes = train_sizes(job.cfg, train_size, job.target, list(job.supports))
         built_on = list(job.supports) if job.mode == "stilts" else list(sizes) if _uses_references(job) else []
         deps = [d for t in built_on for d in single_jobs(job.cfg, settings, train_size, t, sizes[t])]
@@ -353,25 +349,8 @@ def carries_head(target: str, support: str, protocol: str) -> bool:
     have the same label strings, under the authors' protocol when they have the same label count
     (their shared `classifier` / `mclassifier` / `regression` heads)."""
     if protocol == "authors":
-        return head_spec(target).num_labels == head_spec(support).num_labels and \
-            head_spec(target).regression == head_spec(support).regression
+        return label_count_key(head_spec(target)) == label_count_key(head_spec(support))
     return get_task(target).labels == get_task(support).labels
-
-
-def _stilts_start(ctx: Context, job: Job) -> tuple[Path, dict, bool]:
-    """(the chosen support model's folder, the record fields naming it, whether its head carries over)."""
-    support = job.supports[0]
-    runs = _needed_records(ctx.results, job, "STILTs' support models")
-    chosen = select_support(runs, job.cfg.support_selection)
-    best_dir = resolve_dir(ctx.results / chosen["run_id"] / "best")
-    if best_dir is None:
-        raise FileNotFoundError(f"{ctx.results / chosen['run_id']}: no best/ model to continue from; "
-                                f"delete that run folder and run again")
-    carry = carries_head(job.target, support, ctx.protocol)
-    fields = {"support_run": chosen["run_id"], "support_selection": job.cfg.support_selection,
-              "support_score": chosen["score"], "support_runs": [r["run_id"] for r in runs],
-              "head": "reused" if carry else "new"}
-    return best_dir, fields, carry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,19 +362,21 @@ def job_config(job: Job) -> dict:
     return {**asdict(job.cfg), **asdict(replace(job.settings, seed=job.seed)), "seed": job.seed}
 
 
-def _new_record(ctx: Context, job: Job, tasks: list[TaskData], config: dict, extra: dict) -> dict:
-    multi = job.mode in ("mtl", "mtl_all")
-    return {"schema": SCHEMA, "run_id": job.run_id, "status": "running", "mode": job.mode, "target": job.target,
-            "supports": list(job.supports), "sampler": job.settings.sampler if multi else None,
-            "schedule": job.settings.schedule if multi else None, "seed": job.seed, "model": job.cfg.model,
-            "protocol": job.settings.protocol, "train_sizes": {t.spec.name: len(t.train) for t in tasks},
-            **extra, "config": config, "env": environment(ctx.device)}
-
-
 def start_model(ctx: Context, job: Job, trained: list[str]) -> tuple[MultiTaskModel, dict]:
     """The model a job starts from (STILTs: the chosen support model, its head carried over where
     `carries_head` says so) and the record fields that say where it came from."""
-    init_from, extra, carry = _stilts_start(ctx, job) if job.mode == "stilts" else (None, {}, False)
+    init_from, extra, carry = None, {}, False
+    if job.mode == "stilts":
+        runs = _needed_records(ctx.results, job, "STILTs' support models")
+        chosen = select_support(runs, job.cfg.support_selection)
+        init_from = resolve_dir(ctx.results / chosen["run_id"] / "best")
+        if init_from is None:
+            raise FileNotFoundError(f"{ctx.results / chosen['run_id']}: no best/ model to continue from; "
+                                    f"delete that run folder and run again")
+        carry = carries_head(job.target, job.supports[0], ctx.protocol)
+        extra = {"support_run": chosen["run_id"], "support_selection": job.cfg.support_selection,
+                 "support_score": chosen["score"], "support_runs": [r["run_id"] for r in runs],
+                 "head": "reused" if carry else "new"}
     seed_everything(job.seed)  # the new heads' initialisation is part of the run's seed
     model = ctx.new_model(trained, init_from)
     if carry:  # authors: both heads sit under the label-count key; tl: under the task names
@@ -411,12 +392,17 @@ def _fit_job(ctx: Context, job: Job, config: dict) -> dict:
     sizes = train_sizes(job.cfg, ctx.train_size, job.target, list(job.supports))
     trained = [job.target] if job.mode == "stilts" else list(sizes)  # stilts: the support is in its start
     tasks = [ctx.task_data(t, sizes[t]) for t in trained]
-    if job.mode in ("mtl", "mtl_all") and job.settings.sampler.startswith("dynamic"):
+    multi = job.mode in ("mtl", "mtl_all")
+    if multi and job.settings.sampler.startswith("dynamic"):
         refs = reference_scores(job.cfg, ctx.results, job)
         for t in tasks:
             t.reference = refs[t.spec.name]
     model, extra = start_model(ctx, job, trained)
-    record = _new_record(ctx, job, tasks, config, extra)
+    record = {"schema": SCHEMA, "run_id": job.run_id, "status": "running", "mode": job.mode, "target": job.target,
+              "supports": list(job.supports), "sampler": job.settings.sampler if multi else None,
+              "schedule": job.settings.schedule if multi else None, "seed": job.seed, "model": job.cfg.model,
+              "protocol": job.settings.protocol, "train_sizes": {t.spec.name: len(t.train) for t in tasks},
+              **extra, "config": config, "env": environment(ctx.device)}
     write_json(run_dir / "config.json", config)
     settings = replace(job.settings, seed=job.seed, keep_best=() if job.mode == "mtl_all" else (job.target,))
     # tl's pairwise MTL: an epoch is one pass over the target; MTL-ALL and the authors' rule: None
@@ -488,8 +474,8 @@ def _announce(jobs: list[Job], cfg: RunConfig, results: Path) -> None:
 def run(cfg: RunConfig, settings: TrainSettings) -> list[dict]:
     """Every seed of the configured method, after the runs it needs (`plan`); returns the complete
     records of the asked runs (per task for mtl_all and authors mtl sets, the asked target first)."""
+    check_writable(Path(cfg.results_dir))  # before the model is fetched, not after hours of training
     ctx = Context(cfg, settings.protocol)
-    check_writable(ctx.results)
     jobs = plan(cfg, settings, ctx.train_size)
     for job in jobs:  # a clash with an earlier run's settings fails before any training
         for rid in job.outputs:

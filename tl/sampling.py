@@ -1,7 +1,8 @@
 """Multi-task sampling: how much of each task to train on, and in which batches, under two protocols.
 
 Self-contained: imports only numpy and the standard library, nothing from tl, so this file can be
-copied alone into other code. Everything is deterministic from a seed.
+copied alone into other code. Everything is deterministic from a seed. docs/PROTOCOL.md puts the two
+protocols side by side, rule by rule, with the rows each task gets over whole runs.
 
 1. `task_weights(kind, sizes, ...)` -> {task: probability}. Samplers:
    - `uniform`:         1 / number of tasks.
@@ -9,76 +10,54 @@ copied alone into other code. Everything is deterministic from a seed.
    - `temperature`:     proportional to size ** (1 / T); T = 1 is `size`, T -> inf is `uniform`.
    - `dynamic`:         Gottumukkala et al., ACL 2020, "Dynamic Sampling Strategies for Multi-Task
                         Reading Comprehension": proportional to the gap between the task's
-                        single-task dev score and the multi-task model's current dev score,
-                        recomputed every epoch; the first epoch (no current scores yet) by size. The
-                        gap is clipped below at `floor` so that a task the model already matches
-                        keeps being trained on (no task starves).
-   - `dynamic-softmax`: the variant in Weller et al.'s released code (orionw/MTLvsIFT,
-                        multi_dataloader.py, `MTLDataset.get_dynamic_sampling_distribution`):
-                        softmax(reference - current) with scores on a 0-1 scale. Since gaps are at
-                        most a few tenths, this is close to uniform (docs/PROTOCOL.md).
-   Scores, for both dynamic samplers, are headline scores x100 (0-100, the numbers of the paper's
-   matrices); `dynamic-softmax` divides them by 100 itself.
-
+                        single-task dev score and the multi-task model's current one, recomputed
+                        every epoch, the first epoch by size; the gap is clipped below at `floor`,
+                        so that a task the model already matches is still trained on.
+   - `dynamic-softmax`: Weller et al.'s released code (orionw/MTLvsIFT, multi_dataloader.py,
+                        `MTLDataset.get_dynamic_sampling_distribution`): softmax(reference - current)
+                        on a 0-1 scale; gaps of a few tenths make it close to uniform.
+   Scores are headline scores x100 (0-100, the paper's matrices); `dynamic-softmax` divides by 100.
 2. `authors_quotas(weights, batch_size)`: the authors' rows of each task per batch, quirks included.
+3. `MultiTaskSampler`: the global batches of each epoch, each two int64 arrays (task_ids, example_ids),
+   under a schedule: `heterogeneous` (batches mix tasks), `homogeneous` (every batch from one task,
+   batches shuffled) or `partitioned` (every batch from one task, the tasks one after the other).
 
-3. `MultiTaskSampler`: the list of global batches of each epoch, each batch two int64 arrays
-   `(task_ids, example_ids)`, under one of two protocols (docs/PROTOCOL.md puts them side by side).
+protocol="tl" (the default; fair epochs):
+- Epoch. `anchor=None`: `epoch_examples` rows, by default the sum of the sizes (one pass over all
+  the data whatever the weights; MTL-ALL and single-task runs). `anchor=<task>` (a pairwise run's
+  target): one pass over the anchor, which gets n_anchor rows; every other task s gets
+  round_half_up(n_anchor * w_s / w_anchor) rows, so the epoch's length follows the weights.
+- Quotas, not coin flips. Without an anchor the epoch's rows (heterogeneous) or batches (homogeneous,
+  partitioned) are split by the weights with largest-remainder rounding (`apportion`), then
+  shuffled: a heterogeneous batch is a draw without replacement from the epoch's task labels, and
+  with `size` weights every example of every task is seen exactly once per epoch.
+- Remainders. Batches hold `batch_size` rows except the epoch's last (heterogeneous) or each task's
+  last (homogeneous, partitioned with an anchor); without an anchor the homogeneous or partitioned
+  remainder batch belongs to one task, which gets batch_size - remainder rows fewer than its quota.
+- Without replacement. Task t reads its examples from a stream of permutations, pass p seeded by
+  (seed, t's name, p); its cursor carries over epochs, so no example repeats before all were drawn.
 
-   protocol="tl" (the default; fair epochs):
-   - Epoch. With `anchor=None` an epoch is `epoch_examples` rows, by default the sum of the tasks'
-     training sizes (one pass over all the data, whatever the weights; MTL-ALL and single-task
-     runs). With `anchor=<task>` (pairwise runs pass the target) an epoch is one pass over the
-     anchor: the anchor gets exactly n_anchor rows and every other task s gets
-     round_half_up(n_anchor * w_s / w_anchor) rows, so the epoch's length follows the weights.
-     Every batch holds `batch_size` rows except the epoch's last one (heterogeneous), or each
-     task's last one (homogeneous and partitioned with an anchor), which holds the remainder.
-   - Quotas, not coin flips. Without an anchor the epoch's rows (heterogeneous) or batches
-     (homogeneous, partitioned) are split between tasks by the weights with largest-remainder
-     rounding (`apportion`); then shuffled. Each heterogeneous batch is thus a draw without
-     replacement from the epoch's task labels (multivariate hypergeometric, mean batch_size *
-     weight), and with `size` weights every example of every task is seen exactly once per epoch.
-     Without an anchor, in homogeneous and partitioned schedules the remainder batch belongs to one
-     task, so that task gets batch_size - remainder fewer rows than its quota.
-   - Without replacement. Each task reads its examples from a stream of permutations: pass p of
-     task t is a permutation seeded by (seed, t's name, p); a cursor and the pass number carry over
-     epoch boundaries, so no example of a task repeats before all of its examples were drawn.
+protocol="authors" (orionw/MTLvsIFT, multi_dataloader.py `MTLDataset` + `MTLRandomSampler`, as
+run_glue.py `train` runs them; heterogeneous only): at every epoch q_t = `authors_quotas` of the
+current weights; each task freshly shuffled and cut into floor(n_t / q_t) groups of q_t; the tasks'
+groups zipped, which keeps m = min_t floor(n_t / q_t) groups (the first q_t * m rows of each
+shuffle); all those rows shuffled together and cut into batches of batch_size, the last partial
+batch kept. The epoch's length thus changes with the weights; their learning-rate schedule's
+length came from the first epoch: call `steps_in_epoch()` before it.
 
-   protocol="authors" (reproduces orionw/MTLvsIFT, multi_dataloader.py, `MTLDataset` +
-   `MTLRandomSampler`, as run by run_glue.py `train`; heterogeneous only):
-   - Quotas q_t = `authors_quotas(weights, batch_size)` rows of task t per group
-     (`get_instances_numbers_from_proportions`), recomputed from the weights at every epoch.
-   - Epoch. Each task's examples freshly shuffled (`random_generator`, every epoch, independent of
-     the previous epochs) and cut into floor(n_t / q_t) groups of q_t; the tasks' groups zipped
-     (`sample_from_all_instances`), which keeps m = min_t floor(n_t / q_t) groups: the first
-     q_t * m rows of each task's shuffle. All those rows shuffled together
-     (`group_instances_heterogeneous`) and cut into batches of batch_size in order, the last
-     partial batch kept (run_glue.py's DataLoader, drop_last=False). So an epoch has
-     ceil(m * sum(q) / batch_size) batches and its length changes when dynamic weights change
-     the quotas; a single task (q = batch_size) drops its last n mod batch_size rows every epoch.
-   - Their learning-rate schedule was computed once, from the first epoch's number of batches
-     (run_glue.py `train`: t_total = len(train_dataloader) // accumulation * epochs): call
-     `steps_in_epoch()` before the first epoch for it.
-
-Definitions both protocols share:
-- Epoch length. `steps_in_epoch()` is the number of batches the next `epoch_batches` call will
-  return for the current weights, computed without drawing; with anchor=None under tl it is the
-  constant ceil(epoch_examples / batch_size) (also `steps_per_epoch`).
-- Padding. With `lengths` (tokens per example) the rows of each batch are sorted by length, so a
-  micro-batch (a contiguous slice) pads only to its own longest row and the batch's mixture is
-  kept exactly. With `length_pool = k > 1` (tl only) the rows of k consecutive batches (of the same
-  task, in homogeneous and partitioned schedules) are pooled, sorted by length (random tie-break),
-  cut into batches again and those batches shuffled: whole batches then pad far less, the mixture
-  is exact over the pool only, and since tasks differ in length (CoLA ~11 tokens, RTE ~67) a
-  heterogeneous batch leans towards tasks of similar length. k = 1 is the faithful setting.
+Both protocols:
+- `steps_in_epoch()`: the batches the next `epoch_batches` call returns, computed without drawing.
+- Padding. With `lengths` (tokens per example) each batch's rows are sorted by length, so a
+  micro-batch (a contiguous slice) pads only to its own longest row and the mixture is kept. With
+  `length_pool = k > 1` (tl only) k consecutive batches (of one task, for single-task batches) are
+  pooled, sorted by length, cut again and shuffled: far less padding, the mixture exact over the
+  pool only, and since tasks differ in length (CoLA ~11 tokens, RTE ~67) a heterogeneous batch
+  leans towards tasks of similar length. k = 1 is the faithful setting.
 - Resuming. `state_dict()` (JSON-serialisable) holds the settings, the epoch, the weights and each
-  task's cursor and pass; `epoch_batches(epoch)` depends on nothing else. Save the state as of the
-  start of the epoch with the step within it; on resume `load_state_dict`, call
-  `epoch_batches(epoch)` and skip the steps already done:
-      state = sampler.state_dict(); batches = sampler.epoch_batches(epoch)   # save `state` + step
+  task's cursor and pass. Save it at the start of an epoch with the step within it; on resume
+  `load_state_dict`, call `epoch_batches(epoch)` and skip the steps already done.
 - Distributed. `shard(task_ids, example_ids, rank, world_size)` gives rank r the rows r, r + W, ...
-  of the global batch: each rank's rows stay sorted by length (its micro-batches keep the padding
-  benefit) and all ranks get a similar mix of lengths (no straggler rank holding all long rows).
+  of a global batch: each rank's rows stay sorted by length, and all ranks get a similar mix.
 
 Notation: T tasks, N rows in the epoch, B = batch_size, S = batches in the epoch, q_t = the
 authors' per-group quota of task t, m = the authors' number of groups.
@@ -353,11 +332,6 @@ class MultiTaskSampler:
             return math.ceil(int(rows.sum()) / B)
         return sum(math.ceil(int(r) / B) for r in rows)    # each task's own remainder batch
 
-    @property
-    def steps_per_epoch(self) -> int:
-        """`steps_in_epoch()`: constant only under tl without an anchor."""
-        return self.steps_in_epoch()
-
     # -- drawing examples ---------------------------------------------------------------------
     def _permutation(self, task: str) -> np.ndarray:
         cached = self._perm_cache.get(task)
@@ -407,6 +381,13 @@ class MultiTaskSampler:
     def _pools(self, slots: np.ndarray) -> list[np.ndarray]:
         return [slots[j:j + self.length_pool] for j in range(0, len(slots), self.length_pool)]
 
+    def _in_order(self, task_ids: np.ndarray, example_ids: np.ndarray) -> tuple[list, list, np.ndarray]:
+        """Mixed rows (N,) cut in order into batches of batch_size, the remainder batch last."""
+        sizes = _cut(len(task_ids), self.batch_size)
+        bounds = np.cumsum(sizes)[:-1]
+        batches = list(zip(np.split(task_ids, bounds), np.split(example_ids, bounds)))
+        return batches, self._pools(np.arange(len(sizes))), sizes
+
     def _authors_epoch(self, epoch: int) -> tuple[list, list, np.ndarray]:
         """multi_dataloader.py: every task freshly shuffled (`random_generator`), its first q_t * m
         rows kept (`sample_from_all_instances`), all rows shuffled together
@@ -418,10 +399,7 @@ class MultiTaskSampler:
             _rng(_AUTHORS_SHUFFLE, self.seed, zlib.crc32(t.encode()), epoch).permutation(self.sizes[t])[:q_t * m]
             for t, q_t in zip(self.tasks, q)])
         order = _rng(_SCHEDULE, self.seed, epoch).permutation(len(tids))
-        sizes = _cut(len(tids), self.batch_size)
-        bounds = np.cumsum(sizes)[:-1]
-        batches = list(zip(np.split(tids[order], bounds), np.split(eids[order], bounds)))
-        return batches, self._pools(np.arange(len(sizes))), sizes
+        return self._in_order(tids[order], eids[order])
 
     def _mixed_epoch(self, epoch: int) -> tuple[list, list, np.ndarray]:
         """tl, heterogeneous: the epoch's task labels (quotas exact) shuffled, each task's rows read
@@ -436,10 +414,7 @@ class MultiTaskSampler:
         for i, t in enumerate(self.tasks):
             rows = labels == i
             examples[rows] = self._take(t, int(rows.sum()))
-        sizes = _cut(len(labels), self.batch_size)
-        bounds = np.cumsum(sizes)[:-1]
-        batches = list(zip(np.split(labels, bounds), np.split(examples, bounds)))
-        return batches, self._pools(np.arange(len(sizes))), sizes
+        return self._in_order(labels, examples)
 
     def _single_task_batches_epoch(self, epoch: int) -> tuple[list, list, np.ndarray]:
         """tl, homogeneous or partitioned: every batch from one task. Without an anchor the epoch's

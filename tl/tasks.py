@@ -4,14 +4,14 @@ The GLUE entries follow the files of the official distribution as written by GLU
 `download_glue_data.py` (folder and file names, headers, columns; MNLI has `dev_matched.tsv` and
 `dev_mismatched.tsv`; CoLA has no header; MRPC's header starts with a UTF-8 BOM), the label lists of
 the transformers GLUE processors that the paper's code used, and the headline metric and official
-train sizes of ../shared/paper/PROTOCOL.md. `GLUE_TASKS` is in the order of the paper's matrices.
+train sizes of docs/PROTOCOL.md. `GLUE_TASKS` is in the order of the paper's matrices.
 
 A user-defined task is a small JSON file (see `load_task_spec`), so a new task needs no code:
     {"name": "Polarity", "files": {"train": "train.tsv", "dev": "dev.tsv"},
      "text_a": "sentence", "label": "label", "labels": ["neg", "pos"], "metrics": ["accuracy"]}
 
 Files are read the way GLUE loaders read them: tab-separated, quoting off (a `"` is text), so a
-sentence that starts with a quote is kept whole.
+sentence that starts with a quote is kept whole. Imports tl.metrics.
 """
 import dataclasses
 import json

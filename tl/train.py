@@ -3,22 +3,16 @@
 It follows the paper's protocol (PROTOCOL.md): AdamW (lr 2e-5, no weight decay), linear decay to 0
 with optional warmup, gradient-norm clipping at 1.0, batch 128, 10 epochs with a dev evaluation every
 half epoch, the best dev checkpoint being the run's score. Setup is a few named steps
-(`setup_sampler`, `setup_model`, `setup_optimization`, `resume`), after torchtune's recipes; `fit`'s
+(`setup_sampler`, `setup_model`, `make_optimizer`, `resume`), after torchtune's recipes; `fit`'s
 loop then reads top to bottom, as nanoGPT's train.py: epoch start, learning rate, `train_step`
 (micro-batches under autocast, backward, all-reduce, unscale, clip, step, zero_grad), evaluation,
 checkpoint, log. No callbacks, no trainer classes.
 
-Two protocols (`TrainSettings.protocol`; PROTOCOL.md, "Two protocols"), which differ here in:
-- loss: each row of a global batch of B rows is weighted before the backward passes: tl 1/B (every
-  example weighs the same); authors 1/B_t, B_t the rows of the row's task in that batch, i.e. the
-  sum over the tasks present of each task's mean loss (orionw/MTLvsIFT run_glue.py `train`, its
-  loop over `batch_all`).
-- learning rate: tl decays linearly in the fraction of the run done, counted in epochs (each
-  epoch's own number of batches), so it reaches 0 exactly after the last step however epoch lengths
-  change; authors fix t_total = (batches of the first epoch) x epochs once (run_glue.py) and use
-  max(0, 1 - step / t_total) (transformers' get_linear_schedule_with_warmup, warmup 0).
-The epochs themselves come from the sampler (tl/sampling.py), whose number of batches may change
-from epoch to epoch; evaluations fall at every 1/evals_per_epoch of each epoch and at the end.
+Two protocols (`TrainSettings.protocol`; docs/PROTOCOL.md) differ here in the loss weights of a
+batch's rows (`loss_weights`: tl 1/B, authors 1/B_task) and in the learning rate (`learning_rate`:
+tl by the fraction of the run done, authors over a t_total fixed at the first epoch). The epochs
+come from the sampler (tl/sampling.py), whose number of batches may change from epoch to epoch;
+evaluations fall at every 1/evals_per_epoch of each epoch and at the end.
 
 Invariants, tested:
 - A step's loss is sum(weight_row * loss_row), the weights computed from the whole global batch
@@ -43,13 +37,10 @@ Imports tl.cli, tl.data, tl.heads, tl.metrics, tl.model, tl.runs, tl.sampling.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import pickle
-import platform
 import random
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -229,13 +220,18 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskData], device, amp_dtype, ba
 # files: models, checkpoints (tl/runs.py writes them atomically)
 
 
-def save_model(model: MultiTaskModel, directory: Path, tokenizer=None) -> None:
-    """Encoder (Hugging Face layout), heads and tokenizer into `directory` (created)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model.encoder.save_pretrained(directory)
-    model.save_heads(directory)
+def save_model(model: MultiTaskModel, final: Path, state: dict, tokenizer=None, optim: dict | None = None) -> None:
+    """Folder `final`: the encoder (Hugging Face layout), heads, tokenizer, `optim.pt` when given and
+    `state.json`, written into `final.tmp` and swapped into place (tl/runs.py)."""
+    tmp = fresh_dir(final.with_name(final.name + ".tmp"))
+    model.encoder.save_pretrained(tmp)
+    model.save_heads(tmp)
     if tokenizer is not None:
-        tokenizer.save(directory)
+        tokenizer.save(tmp)
+    if optim is not None:
+        torch.save(optim, tmp / "optim.pt")
+    write_json(tmp / "state.json", state)
+    swap_dir(tmp, final)
 
 
 def _rng_state() -> dict:
@@ -272,35 +268,19 @@ def save_checkpoint(run_dir: Path, model, optimizer, scaler, state: LoopState, s
     if world > 1:
         rngs = [None] * world
         dist.all_gather_object(rngs, _rng_state())
-    if rank != 0:
-        return
-    tmp = fresh_dir(run_dir / "checkpoint.tmp")
-    save_model(model, tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng_ranks": rngs}, tmp / "optim.pt")
-    write_json(tmp / "state.json", {"format_version": CHECKPOINT_FORMAT, **asdict(state), "settings": asdict(settings)})
-    swap_dir(tmp, run_dir / "checkpoint")
+    if rank == 0:
+        save_model(model, run_dir / "checkpoint",
+                   {"format_version": CHECKPOINT_FORMAT, **asdict(state), "settings": asdict(settings)},
+                   optim={"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng_ranks": rngs})
 
 
 def save_best(run_dir: Path, model, tokenizer, task: str, state: LoopState, settings: TrainSettings) -> None:
     """best/ (best/<task>/ when several tasks keep theirs): the model at `task`'s best dev score."""
-    if dist_info()[0] != 0:
-        return
-    final = run_dir / "best" if len(settings.keep_best) <= 1 else run_dir / "best" / task
-    tmp = fresh_dir(final.with_name(final.name + ".tmp"))
-    save_model(model, tmp, tokenizer)
-    best = state.best[task]
-    write_json(tmp / "state.json", {"task": task, "step": best["step"], "epoch": best["epoch"], "metrics": best})
-    swap_dir(tmp, final)
-
-
-def _load_plain(path: Path) -> dict:
-    """torch.load of tensors and plain values only: a file that would run code is refused, unread."""
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: refused, not a checkpoint of tensors and plain values ({first}); delete "
-                         f"{path.parent.parent} to start that run again") from None
+    if dist_info()[0] == 0:
+        final = run_dir / "best" if len(settings.keep_best) <= 1 else run_dir / "best" / task
+        best = state.best[task]
+        save_model(model, final, {"task": task, "step": best["step"], "epoch": best["epoch"], "metrics": best},
+                   tokenizer)
 
 
 def resume(run_dir: Path, model, optimizer, scaler, settings: TrainSettings) -> LoopState | None:
@@ -318,7 +298,12 @@ def resume(run_dir: Path, model, optimizer, scaler, settings: TrainSettings) -> 
     if diff:
         shown = ", ".join(f"{k} {saved['settings'].get(k)!r} vs {now[k]!r}" for k in diff[:4])
         raise ValueError(f"{found}: checkpoint from other settings ({shown}); delete {run_dir} to start again")
-    extra = _load_plain(found / "optim.pt")
+    try:  # tensors and plain values only: a file that would run code is refused, unread
+        extra = torch.load(found / "optim.pt", weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{found / 'optim.pt'}: refused, not a checkpoint of tensors and plain values ({first}); "
+                         f"delete {run_dir} to start that run again") from None
     model.encoder.load_state_dict(Encoder.from_pretrained(found).state_dict())
     model.load_heads(found)
     optimizer.load_state_dict(extra["optimizer"])
@@ -352,26 +337,6 @@ def make_optimizer(model: torch.nn.Module, settings: TrainSettings, device) -> t
     return torch.optim.AdamW(groups, lr=settings.lr, fused=device.type in ("cuda", "cpu"))
 
 
-def keep_freed_memory() -> bool:
-    """Have glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
-
-    By default glibc serves every allocation over 32 MB (a MiniLM attention tensor at batch 128 on RTE is
-    100 MB) with a fresh mmap and unmaps it on free, so each training step faults in and zeroes its largest
-    buffers anew: 130,000-200,000 page faults and 0.6-0.9 s of system time per MRPC step at batch 128 on 2
-    cores. With mmap off and the trim threshold at 2 GB, freed blocks are reused: same-machine A/B, MRPC
-    batch 128 2810/3038 -> 2328/2385 ms per step, SST-2 unchanged (556/499 -> 524/513). The process keeps
-    its peak memory until exit, as a training run needs it again at the next step anyway. Process-wide, so
-    the command-line tools call it, never the library. Returns False (changing nothing) off glibc."""
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-
-
 def linear_factor(done: float, warmup: float = 0.0) -> float:
     """Learning-rate multiplier once a fraction `done` of the schedule is behind: linear warmup over
     the first `warmup`, then linear decay to 0 at done = 1 (transformers' get_linear_schedule_with_warmup
@@ -379,12 +344,6 @@ def linear_factor(done: float, warmup: float = 0.0) -> float:
     if done < warmup:
         return done / warmup
     return max(0.0, (1.0 - done) / (1.0 - warmup))
-
-
-def linear_schedule(optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """`linear_factor` over a known number of steps (run_glue's default schedule)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: linear_factor(step / total_steps, warmup_steps / total_steps))
 
 
 def epoch_plan(epochs: float, epoch: int, n: int) -> tuple[int, bool]:
@@ -396,11 +355,14 @@ def epoch_plan(epochs: float, epoch: int, n: int) -> tuple[int, bool]:
     return max(1, math.ceil(round(left * n, 6))), True  # round: 0.3 * 10 is 3.0000000000000004
 
 
-def run_fraction(settings: TrainSettings, state: LoopState, n: int) -> float:
-    """tl's schedule clock: the fraction of the run done before the next step, in the current epoch of
-    `n` batches. In epochs: (epochs done + position / n) / epochs, a fractional last epoch counting its
-    own steps, so it reaches exactly 1 after the run's last step whatever the epochs' lengths; with
-    --max-steps, step / max_steps when that is further (the cap that ends the run first sets the pace)."""
+def learning_rate(settings: TrainSettings, state: LoopState, n: int) -> float:
+    """The next step's learning rate (nanoGPT's get_lr: computed, not a scheduler's state), in the
+    current epoch of `n` batches. authors: by step / t_total. tl: by the fraction of the run done, in
+    epochs: (epochs done + position / n) / epochs, a fractional last epoch counting its own steps, so
+    it reaches exactly 1 after the run's last step whatever the epochs' lengths; with --max-steps,
+    step / max_steps when that is further (the cap that ends the run first sets the pace)."""
+    if settings.protocol == "authors":
+        return settings.lr * linear_factor(state.step / state.t_total, settings.warmup_ratio)
     parts = []
     if settings.epochs > 0:
         planned, _ = epoch_plan(settings.epochs, state.epoch, n)
@@ -408,22 +370,7 @@ def run_fraction(settings: TrainSettings, state: LoopState, n: int) -> float:
         parts.append((state.epoch + share * state.position / planned) / settings.epochs)
     if settings.max_steps > 0:
         parts.append(state.step / settings.max_steps)
-    return max(parts)
-
-
-def learning_rate(settings: TrainSettings, state: LoopState, n: int) -> float:
-    """The next step's learning rate (nanoGPT's get_lr: computed, not a scheduler's state)."""
-    if settings.protocol == "authors":
-        return settings.lr * linear_factor(state.step / state.t_total, settings.warmup_ratio)
-    return settings.lr * linear_factor(run_fraction(settings, state, n), settings.warmup_ratio)
-
-
-def authors_t_total(first_epoch: int, settings: TrainSettings) -> float:
-    """run_glue.py `train`: t_total = len(train_dataloader) // accumulation * epochs, once, from the
-    first epoch (an accumulation of ours is one step, so len // accumulation = the epoch's batches);
-    --max-steps replaces it when it ends the run first (theirs: t_total = max_steps)."""
-    total = first_epoch * settings.epochs if settings.epochs > 0 else math.inf
-    return min(total, settings.max_steps) if settings.max_steps > 0 else total
+    return settings.lr * linear_factor(max(parts), settings.warmup_ratio)
 
 
 def resolve_precision(precision: str, device) -> torch.dtype:
@@ -492,11 +439,6 @@ def setup_model(model: MultiTaskModel, settings: TrainSettings, device: torch.de
             layer.compile(dynamic=True)  # in place: parameter names (and checkpoints) stay as they are
 
 
-def setup_optimization(model, settings: TrainSettings, device, amp_dtype) -> tuple:
-    """AdamW and the gradient scaler (enabled for fp16 only: one code path for every precision)."""
-    return make_optimizer(model, settings, device), torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-
 def start_epoch(sampler: MultiTaskSampler, state: LoopState, tasks: list[TaskData], settings: TrainSettings) -> list:
     """The global batches of epoch `state.epoch`. A new epoch (position 0) of several tasks first gets
     the sampler's weights from the latest dev scores (dynamic sampling: recomputed at each epoch
@@ -514,7 +456,11 @@ def start_epoch(sampler: MultiTaskSampler, state: LoopState, tasks: list[TaskDat
     state.sampler_state = sampler.state_dict()
     batches = sampler.epoch_batches(state.epoch)
     if settings.protocol == "authors" and state.t_total is None:
-        state.t_total = authors_t_total(len(batches), settings)
+        # run_glue.py `train`: t_total = len(train_dataloader) // accumulation * epochs, once, from the first
+        # epoch (an accumulation of ours is one step); --max-steps replaces it when it ends the run first
+        state.t_total = len(batches) * settings.epochs if settings.epochs > 0 else math.inf
+        if settings.max_steps > 0:
+            state.t_total = min(state.t_total, settings.max_steps)
     return batches
 
 
@@ -631,7 +577,8 @@ def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, r
     names, splits = [t.spec.name for t in tasks], [t.train for t in tasks]
     sampler = setup_sampler(tasks, settings, anchor)
     setup_model(model, settings, device)
-    optimizer, scaler = setup_optimization(model, settings, device, amp_dtype)
+    optimizer = make_optimizer(model, settings, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # one path for every precision
     state = resume(run_dir, model, optimizer, scaler, settings) or LoopState(examples_seen={n: 0 for n in names})
     bar = tqdm(initial=state.step, desc=run_dir.name, disable=not (settings.progress and rank == 0), dynamic_ncols=True)
     # this call's first step is timed apart: it pays one-time costs (the optimizer's state, first

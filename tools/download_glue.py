@@ -5,19 +5,222 @@
     python tools/download_glue.py --from ~/Downloads       # archives (CoLA.zip, ...) or task folders on disk
     python tools/download_glue.py --base-url http://mirror.example/   # instead of dl.fbaipublicfiles.com
 
-Same archives and MRPC construction as GLUE's download_glue_data.py (see tl/download.py); every
-file's sha256 is checked; an interrupted download resumes on the next run; a task already present is
-skipped, so a second run does nothing. The mirror can also be set with TL_GLUE_BASE_URL.
+Follows GLUE's own `download_glue_data.py` (nyu-mll/GLUE-baselines; W4ngatang's gist): the same
+archives on dl.fbaipublicfiles.com, each unpacked into a folder named after the task, and MRPC
+split from SentEval's `msr_paraphrase_train.txt` by `mrpc_dev_ids.tsv` (see `build_mrpc`). The
+sizes and sha256 are those recorded by huggingface/datasets (`datasets/glue/dataset_infos.json`);
+every file's sha256 is checked. Files travel through tl.hub's `download`, so an interrupted download
+resumes on the next run; a task already present is skipped, so a second run does nothing. The mirror
+can also be set with TL_GLUE_BASE_URL.
+
+Nothing half-written is ever left where a reader would take it for data: a download grows in
+`<name>.part` (kept for resuming only while its bytes may still be right), an archive is unpacked in a
+temporary folder and moved into place only when complete, and a file is written as temp + os.replace.
 """
 import os
+import shutil
+import stat
 import sys
-from pathlib import Path
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl.cli import ArgumentParser  # noqa: E402
-from tl.download import GLUE_SOURCES, fetch_task  # noqa: E402
-from tl.tasks import GLUE_TASKS, get_task  # noqa: E402
+from tl.hub import check_sha256, download  # noqa: E402
+from tl.tasks import GLUE_TASKS, TaskSpec, get_task  # noqa: E402
+
+GLUE_HOST = "https://dl.fbaipublicfiles.com"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file to fetch: where from, and the sha256 (and size) it must have (None = not checked)."""
+
+    url: str
+    sha256: Optional[str]
+    size: Optional[int] = None
+
+
+def _zip(name: str, sha256: str, size: int) -> dict:
+    return {name: Source(f"{GLUE_HOST}/glue/data/{name}", sha256, size)}
+
+
+# task -> {local file name: Source}. A task with a .zip is unpacked; MRPC is rebuilt by build_mrpc.
+GLUE_SOURCES = {
+    "CoLA": _zip("CoLA.zip", "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff", 376971),
+    "SST-2": _zip("SST-2.zip", "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa", 7439277),
+    "QQP": _zip("QQP-clean.zip", "40e7c862c04eb26ee04b67fd900e76c45c6ba8e6d8fab4f8f1f8072a1a3fbae0", 41696084),
+    "STS-B": _zip("STS-B.zip", "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85", 802872),
+    "MNLI": _zip("MNLI.zip", "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633", 312783507),
+    "QNLI": _zip("QNLIv2.zip", "e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5", 10627589),
+    "RTE": _zip("RTE.zip", "6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee", 697150),
+    "WNLI": _zip("WNLI.zip", "ae0e8e4d16f4d46d4a0a566ec7ecceccfd3fbfaa4a7a4b4e02848c0f2561ac46", 28999),
+    "MRPC": {
+        "msr_paraphrase_train.txt": Source(f"{GLUE_HOST}/senteval/senteval_data/msr_paraphrase_train.txt",
+                                           "60a9b09084528f0673eedee2b69cb941920f0b8cd0eeccefc464a98768457f89", 1047044),
+        "msr_paraphrase_test.txt": Source(f"{GLUE_HOST}/senteval/senteval_data/msr_paraphrase_test.txt",
+                                          "a04e271090879aaba6423d65b94950c089298587d9c084bf9cd7439bd785f784", 441275),
+        "mrpc_dev_ids.tsv": Source(f"{GLUE_HOST}/glue/data/mrpc_dev_ids.tsv",
+                                   "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7", 6222),
+    },
+}
+# GLUE's script saved mrpc_dev_ids.tsv as MRPC/dev_ids.tsv; --from accepts either name.
+_OTHER_NAMES = {"mrpc_dev_ids.tsv": ("dev_ids.tsv",)}
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> Optional[str]:
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in PurePosixPath(name).parts:
+        return "'..' in path"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link"
+    return None
+
+
+def safe_extract_zip(archive, dest) -> None:
+    """Extract `archive` into the folder `dest`, refusing (before writing anything) any member with an
+    absolute path, a '..' component or a symbolic link, which could write outside `dest`."""
+    with zipfile.ZipFile(archive) as z:
+        for info in z.infolist():
+            why = _unsafe_member(info)
+            if why:
+                raise ValueError(f"{archive}: refusing to extract member {info.filename!r} ({why})")
+        z.extractall(dest)
+
+
+def build_mrpc(train_txt, dev_ids_tsv, out_dir, test_txt=None) -> None:
+    """MRPC's train.tsv / dev.tsv (/ test.tsv) exactly as GLUE's `download_glue_data.py` `format_mrpc`
+    writes them: the header line copied (UTF-8 BOM kept), then each row split into `label, id1, id2,
+    s1, s2` (`row.strip().split('\\t')`) and re-joined with tabs and '\\n'; a row goes to dev.tsv when
+    [id1, id2] is in dev_ids.tsv, otherwise to train.tsv. test.tsv numbers its rows from 0."""
+    with open(dev_ids_tsv, encoding="utf-8") as f:
+        dev_ids = {tuple(row.strip().split("\t")) for row in f}
+    out_dir = Path(out_dir)
+    train, dev = [], []
+    with open(train_txt, encoding="utf-8") as f:  # text mode: "\r\n" in the source reads as "\n"
+        header = f.readline()
+        for row in f:
+            label, id1, id2, s1, s2 = row.strip().split("\t")
+            (dev if (id1, id2) in dev_ids else train).append("\t".join((label, id1, id2, s1, s2)) + "\n")
+    write_text_atomic(out_dir / "train.tsv", header + "".join(train))
+    write_text_atomic(out_dir / "dev.tsv", header + "".join(dev))
+    if test_txt is not None:
+        lines = ["index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"]
+        with open(test_txt, encoding="utf-8") as f:
+            f.readline()
+            for index, row in enumerate(f):
+                _, id1, id2, s1, s2 = row.strip().split("\t")
+                lines.append(f"{index}\t{id1}\t{id2}\t{s1}\t{s2}\n")
+        write_text_atomic(out_dir / "test.tsv", "".join(lines))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def task_present(spec: TaskSpec, data_dir) -> bool:
+    return all((Path(data_dir) / spec.dirname / f).is_file() for f in spec.files.values())
+
+
+def _find_local(from_path: Path, spec: TaskSpec, name: str) -> Optional[Path]:
+    for candidate_name in (name, *_OTHER_NAMES.get(name, ())):
+        for folder in (from_path, from_path / spec.dirname):
+            if (folder / candidate_name).is_file():
+                return folder / candidate_name
+    return None
+
+
+def fetch_task(spec: TaskSpec, data_dir, sources: dict, base_url: Optional[str] = None,
+               from_path=None, verify: bool = True, retries: int = 5, backoff: float = 1.0,
+               progress: bool = True) -> str:
+    """Put one GLUE task's files in `data_dir/<task>/`; returns "present", "imported" or "downloaded".
+
+    `sources` maps file names to Sources (GLUE_SOURCES[task]). With `from_path`, files come from disk:
+    a ready task folder `from_path/<task>/` is copied, else the archives (or MRPC source files) are
+    taken from `from_path` or `from_path/<task>/`. Otherwise they are downloaded, with `base_url`
+    replacing https://dl.fbaipublicfiles.com (a mirror)."""
+    data_dir = Path(data_dir)
+    if task_present(spec, data_dir):
+        return "present"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{spec.dirname}-", dir=data_dir) as tmp:
+        tmp = Path(tmp)
+        staged = tmp / spec.dirname  # the task folder is assembled here, then moved into place
+        files = {}  # file name -> fetched path
+        if from_path is not None and task_present(spec, from_path):
+            shutil.copytree(Path(from_path) / spec.dirname, staged)
+            how = "imported"
+        else:
+            for name, source in sources.items():
+                if from_path is not None:
+                    local = _find_local(Path(from_path), spec, name)
+                    if local is None:
+                        raise FileNotFoundError(f"--from {from_path}: neither a {spec.dirname}/ folder with "
+                                                f"{', '.join(spec.files.values())} nor {name} found there")
+                    files[name] = tmp / name
+                    shutil.copyfile(local, files[name])
+                    check_sha256(files[name], source.sha256 if verify else None, str(local))
+                else:
+                    url = source.url
+                    if base_url and url.startswith(GLUE_HOST):
+                        url = base_url.rstrip("/") + url[len(GLUE_HOST):]
+                    # downloads live beside the data (not in tmp) so that a killed run can resume them
+                    files[name] = download(url, data_dir / ".downloads" / name, source.sha256 if verify else None,
+                                           retries=retries, backoff=backoff, progress=progress)
+            _install(spec, files, tmp, staged)
+            how = "imported" if from_path is not None else "downloaded"
+        if not task_present(spec, tmp):
+            raise ValueError(f"{spec.name}: the fetched files do not contain {', '.join(spec.files.values())}")
+        _move_into_place(staged, data_dir / spec.dirname, set(spec.files.values()))
+        if from_path is None:
+            for path in files.values():
+                path.unlink(missing_ok=True)
+            if (data_dir / ".downloads").is_dir() and not any((data_dir / ".downloads").iterdir()):
+                (data_dir / ".downloads").rmdir()
+    return how
+
+
+def _install(spec: TaskSpec, files: dict, tmp: Path, staged: Path) -> None:
+    try:
+        if spec.name == "MRPC":
+            staged.mkdir()
+            for name, path in files.items():  # keep the sources beside the split, as GLUE's script does
+                shutil.copyfile(path, staged / _OTHER_NAMES.get(name, (name,))[0])
+            build_mrpc(files["msr_paraphrase_train.txt"], files["mrpc_dev_ids.tsv"], staged,
+                       files.get("msr_paraphrase_test.txt"))
+        else:
+            for path in files.values():
+                safe_extract_zip(path, tmp / "unpacked")
+            if not (tmp / "unpacked" / spec.dirname).is_dir():
+                raise ValueError(f"{spec.name}: archive {', '.join(files)} has no {spec.dirname}/ folder")
+            os.replace(tmp / "unpacked" / spec.dirname, staged)
+    except (ValueError, zipfile.BadZipFile) as e:
+        for path in files.values():  # a bad archive is not worth resuming
+            path.unlink(missing_ok=True)
+        raise ValueError(str(e)) from e
+
+
+def _move_into_place(staged: Path, target: Path, split_files: set) -> None:
+    """Move the complete staged folder to `target`. Into an incomplete old folder, entries are moved one
+    by one, the split files last, so the task only looks present (task_present) once all are there."""
+    if not target.exists():
+        os.replace(staged, target)
+        return
+    for entry in sorted(staged.iterdir(), key=lambda e: e.name in split_files):
+        destination = target / entry.name
+        if destination.is_dir() and not destination.is_symlink():
+            shutil.rmtree(destination)
+        os.replace(entry, destination)
 
 
 def parse_args(argv):
@@ -36,7 +239,7 @@ def parse_args(argv):
 
 
 def main(argv=None, sources=None, backoff: float = 1.0) -> int:
-    """`sources` (default tl.download.GLUE_SOURCES) and `backoff` are for tests."""
+    """`sources` (default GLUE_SOURCES) and `backoff` are for tests."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     sources = GLUE_SOURCES if sources is None else sources
     names = [n for item in args.tasks for n in item.split(",") if n]

@@ -1,6 +1,6 @@
 """Regenerate data/samples/: small real samples of the nine GLUE tasks in the official layout.
 
-    python tools/make_samples.py [--source ../shared/glue] [--out data/samples]
+    python tools/make_samples.py [--source $TL_GLUE_DIR] [--out data/samples]
 
 Each file is a seeded random sample of the well-formed rows of a real GLUE file, kept byte for byte
 and in file order, with the file's header line. Where the source has no dev file (MNLI, QQP: only a
@@ -9,6 +9,7 @@ train. The run is deterministic: the same source gives the same bytes. The prove
 to data/samples/README.md.
 """
 import hashlib
+import os
 import random
 import sys
 from pathlib import Path
@@ -56,7 +57,8 @@ def write(path: Path, header, lines: list) -> None:
 
 def main(argv=None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", default=str(ROOT.parent / "shared" / "glue"), help="real GLUE folder")
+    parser.add_argument("--source", default=os.environ.get("TL_GLUE_DIR", ""),
+                        help="the full GLUE files (default: $TL_GLUE_DIR)")
     parser.add_argument("--out", default=str(ROOT / "data" / "samples"), help="where the samples go")
     args = parser.parse_args(argv)
     source, out = Path(args.source), Path(args.out)
@@ -92,7 +94,7 @@ def main(argv=None) -> int:
         for split in spec.files:  # the sample must read cleanly
             assert read_split(spec, out, split).skipped == 0
 
-    table = ["| file | rows | taken from (../shared/glue) | source sha256 | how |", "|---|---|---|---|---|"]
+    table = ["| file | rows | taken from (the full GLUE files) | source sha256 | how |", "|---|---|---|---|---|"]
     for name, task, src, rows, how in provenance:
         sha = hashlib.sha256(src.read_bytes()).hexdigest()
         table.append(f"| {task}/{name} | {rows} | {src.relative_to(source)} | {sha[:16]}… | {how} |")
@@ -110,7 +112,7 @@ MNLI `dev_matched.tsv` and `dev_mismatched.tsv`), for the tests and the quicksta
 small to train a model worth reporting: for real runs, `python tools/download_glue.py`.
 
 Made by `python tools/make_samples.py` (deterministic, seed {seed}) from the real GLUE files in
-`../shared/glue`, whose origin and checksums are in `../shared/glue/PROVENANCE.md`. Every row is a
+the official GLUE distribution (tools/download_glue.py checks each archive's sha256). Every row is a
 random row of the source file, kept byte for byte and in file order; the file's header line is kept
 (CoLA has none); malformed rows are left out (the one 5-field row of the QQP file).
 
@@ -123,7 +125,7 @@ Caveats:
   the "mismatched" rows come from the five training genres, so they are not mismatched at all.
 - **QNLI** train comes from its partial file; its dev sample from the official dev file.
 - MNLI has fewer rows (128 train, 64 + 64 dev) because each of its rows carries four parse trees.
-- Licences: each task keeps its source's terms; see `../shared/glue/PROVENANCE.md`.
+- Licences: each task keeps its source's terms; see the GLUE benchmark's terms (gluebenchmark.com).
 
 {table}
 """

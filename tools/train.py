@@ -26,10 +26,12 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+TOOLS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TOOLS.parent), str(TOOLS)]  # tl, and tools/allocator.py also when loaded as a module
 
+from allocator import keep_freed_memory  # noqa: E402
 from tl.cli import ArgumentParser, add_arguments, from_namespace  # noqa: E402
-from tl.recipes import RunConfig  # noqa: E402
+from tl.recipes import RunConfig, run  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402
 
 
@@ -40,17 +42,9 @@ def parse(argv=None):
     args = parser.parse_args(argv)
     try:
         cfg = from_namespace(RunConfig, args)
-        settings = from_namespace(TrainSettings, args)
-        from tl.sampling import SAMPLERS, SCHEDULES
-
-        if settings.sampler not in ("auto", *SAMPLERS):
-            raise ValueError(f"--sampler must be one of auto, {', '.join(SAMPLERS)}, got {settings.sampler!r}")
-        if settings.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {settings.schedule!r}")
+        settings = from_namespace(TrainSettings, args)  # both __post_init__s check the flags
         if cfg.mode == "mtl_all" and len(cfg.task_names) < 2:
             raise ValueError("--mode mtl_all needs at least two tasks (default: all nine)")
-        if not cfg.tasks and cfg.mode != "mtl_all":
-            raise ValueError(f"--mode {cfg.mode} needs --tasks (the target first, then supports)")
     except (ValueError, KeyError) as e:
         parser.exit(2, f"error: {str(e).strip(chr(34) + chr(39))}\n")
     return cfg, settings
@@ -70,15 +64,10 @@ def main(argv=None) -> int:
         dist.init_process_group(backend)
         if dist.get_rank() != 0:  # rank 0 prints for all; the others' lines would be duplicates
             sys.stdout = open(os.devnull, "w")
-    from tl.recipes import run
-    from tl.runs import check_writable
-    from tl.train import keep_freed_memory
-
     keep_freed_memory()  # reuse freed host memory: no page faults for each step's large buffers
     status = 0
     try:
-        check_writable(Path(cfg.results_dir))
-        run(cfg, settings)
+        run(cfg, settings)  # checks first that --results-dir can be written
     except (ValueError, FileNotFoundError, PermissionError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         status = 2
