@@ -122,7 +122,7 @@ def parse_support_size(text: str) -> tuple[str, float]:
                 return "x", k
         elif int(text) > 0:
             return "n", int(text)
-    except ValueError:
+    except (ValueError, ZeroDivisionError):
         pass
     raise ValueError(f"--support-size must be a count (5000) or a multiple of the target size (2x, 0.5x, 1/3x), got {text!r}")
 

@@ -7,7 +7,7 @@ Layout (ARCHITECTURE.md, "Run record"):
     <results>/<run_id>/log.jsonl      one line per dev evaluation
     <results>/<run_id>/checkpoint/    latest resume state (deleted when the run completes)
     <results>/<run_id>/best/          the best model (Hugging Face layout + heads)
-    <results>/<run_id>/.lock          who is training the run now
+    <results>/<run_id>/grid.lock      who is training the run now (tools/grid.py workers)
 
 Every file is written atomically (a temp file renamed into place), so a reader sees the old file or
 the new one, never half of one; folders are swapped with two renames (`swap_dir`). Under DDP only rank
