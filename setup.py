@@ -10,7 +10,7 @@ setup(
     install_requires=["torch", "tokenizers", "safetensors", "numpy", "scipy", "tqdm"],
     extras_require={
         # transformers is only the reference oracle of the tests; tl never imports it
-        "test": ["pytest", "transformers"],
+        "test": ["pytest", "pytest-xdist", "transformers"],
         "plot": ["matplotlib"],
     },
 )

@@ -27,11 +27,14 @@ def real_train(shared_glue, tokenizer, cache_dir):
 
 @pytest.mark.parametrize("task", ["SST-2", "MRPC", "RTE"])
 def test_bucketed_batches_are_nearly_pad_free(real_train, task):
+    """The README's figures, batches of 32 on the real training sets: "about 1% padding instead of
+    48-91% at a fixed 128" (docs/PERFORMANCE.md: SST-2 0.12%, MRPC 0.61%, RTE 1.04%, the largest of
+    the three; pad-to-128 89.6%, 58.4%, 48.0%). About 1% is read as at most 1.5%."""
     split = real_train(task)
     batches = bucket_batches(split.lengths, 32, np.random.default_rng(42))
     bucketed = padding_fraction(split.lengths, batches)
     pad_to_128 = 1 - split.lengths.sum() / (128 * len(split))
-    assert bucketed <= 0.05 < 0.4 < pad_to_128, (bucketed, pad_to_128)
+    assert bucketed <= 0.015 and 0.475 <= pad_to_128 <= 0.915, (bucketed, pad_to_128)
     # every example exactly once, batches of 32 but for one
     np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(len(split)))
     assert sorted(len(b) for b in batches)[1:] == [32] * (len(batches) - 1)

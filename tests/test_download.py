@@ -96,8 +96,8 @@ def run_tool(server, tmp_path, sources, *extra) -> int:
 
 
 def leftovers(data_dir: Path) -> list:
-    """Everything under data_dir except the .downloads folder itself."""
-    return sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if p.name != ".downloads")
+    """Everything under data_dir (.downloads, *.tmp and .write-test-* files included)."""
+    return sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*"))
 
 
 def test_download_extract_and_second_run_does_nothing(server, tmp_path, capsys):
@@ -145,8 +145,9 @@ def test_corrupted_archive_is_a_checksum_error_and_leaves_nothing(server, tmp_pa
     good = make_zip({"RTE/train.tsv": RTE_TRAIN, "RTE/dev.tsv": RTE_DEV})
     sources = {"RTE": serve(server, "RTE.zip", good[:-100] + b"\0" * 100, sha256=hashlib.sha256(good).hexdigest())}
     assert run_tool(server, tmp_path, sources) == 2
-    assert "checksum mismatch" in capsys.readouterr().err
-    assert leftovers(tmp_path / "glue") == []
+    err = capsys.readouterr().err
+    assert "checksum mismatch for http://127.0.0.1" in err and "the downloaded copy was deleted" in err
+    assert err.count("\n") == 1 and leftovers(tmp_path / "glue") == []
 
 
 def test_path_traversal_member_is_refused(server, tmp_path, capsys):
@@ -250,8 +251,69 @@ def test_from_local_archives_and_folders(tmp_path, capsys):
                               sources=sources) == 0
     assert (tmp_path / "b" / "WNLI" / "dev.tsv").read_bytes() == (tmp_path / "a" / "WNLI" / "dev.tsv").read_bytes()
     assert capsys.readouterr().out.count("WNLI: imported") == 2
-    # a tampered local archive is refused
+    # a tampered local archive is refused, and kept as it is
     (local / "WNLI.zip").write_bytes(body + b"junk")
+    capsys.readouterr()
     assert download_glue.main(["--tasks", "WNLI", "--data-dir", str(tmp_path / "c"), "--from", str(local)],
                               sources=sources) == 2
-    assert leftovers(tmp_path / "c") == []
+    err = capsys.readouterr().err
+    assert f"{local / 'WNLI.zip'}: sha256 differs from the official WNLI.zip's; the file was kept as it is" in err
+    assert err.count("\n") == 1 and leftovers(tmp_path / "c") == []
+    assert (local / "WNLI.zip").read_bytes() == body + b"junk"
+
+
+# ------------------------------------------------------------------ bad input (docs/RELIABILITY.md)
+def test_truncated_archive_names_the_zip_and_what_became_of_it(server, tmp_path, capsys):
+    """A truncated zip whose checksum is not checked (a source without one, or --no-verify): one line
+    naming the zip (its URL, or the user's file) and saying the download was deleted / the file kept."""
+    whole = make_zip({"RTE/train.tsv": RTE_TRAIN, "RTE/dev.tsv": RTE_DEV})
+    sources = {"RTE": serve(server, "RTE.zip", whole[: len(whole) // 2])}  # its sha256 is the truncated file's
+    assert run_tool(server, tmp_path, sources) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {server.url}/glue/data/RTE.zip: not a complete zip archive, truncated or damaged")
+    assert "(the download was deleted; run again to fetch it afresh)" in err and err.count("\n") == 1
+    assert leftovers(tmp_path / "glue") == []
+    local = tmp_path / "mine"
+    local.mkdir()
+    (local / "RTE.zip").write_bytes(whole[:-30])
+    assert download_glue.main(["--tasks", "rte", "--data-dir", str(tmp_path / "b"), "--from", str(local),
+                               "--no-verify"], sources=sources) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {local / 'RTE.zip'}: not a complete zip archive") and "the file was kept" in err
+    assert (local / "RTE.zip").read_bytes() == whole[:-30] and leftovers(tmp_path / "b") == []
+
+
+@pytest.mark.parametrize("name, body, needle", [
+    ("msr_paraphrase_train.txt", b"h\r\n1\t1\t2\ta\tb\r\n1\t7\tonly three\r\n", "train.txt, line 3: 3 tab-separated"),
+    ("msr_paraphrase_train.txt", b"h\r\n1\t1\t2\ta\tb\r\n1\t3\t4\t\xff\tb\r\n", "train.txt, line 3: not UTF-8"),
+    ("msr_paraphrase_test.txt", b"h\r\n1\t1\t2\ta\tb\r\n1\t2\r\n", "test.txt, line 3: 2 tab-separated fields"),
+    ("mrpc_dev_ids.tsv", b"1\t2\n3\n", "mrpc_dev_ids.tsv, line 2: 1 tab-separated fields, expected 2"),
+])
+def test_malformed_mrpc_source_names_file_and_line(server, tmp_path, capsys, name, body, needle):
+    rows = [f"{i % 2}\t{100 + i}\t{200 + i}\tSentence {i} .\tOther {i} ." for i in range(4)]
+    files = {**mrpc_sources(rows, [(101, 201)]), name: body}
+    sources = {"MRPC": {}}
+    for file_name, content in files.items():
+        server.files[f"/senteval/{file_name}"] = content
+        sources["MRPC"][file_name] = Source(GLUE_HOST + f"/senteval/{file_name}", hashlib.sha256(content).hexdigest())
+    assert run_tool(server, tmp_path, sources) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {server.url}/senteval/") and needle in err and err.count("\n") == 1, err
+    assert leftovers(tmp_path / "glue") == []
+
+
+def test_unresolvable_host_fails_at_once(tmp_path, monkeypatch):
+    """A host name that does not resolve (no network, a mistyped mirror) is not retried: one attempt,
+    no wait, and no file left."""
+    import socket
+
+    calls = []
+
+    def no_dns(*args, **kwargs):
+        calls.append(args[0])
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(OSError, match="failed after 1 attempt\\(s\\): .*Name or service not known"):
+        download("http://mirror.invalid/RTE.zip", tmp_path / "d" / "RTE.zip", retries=5, backoff=0.0, progress=False)
+    assert calls == ["mirror.invalid"] and leftovers(tmp_path / "d") == []

@@ -129,8 +129,8 @@ def test_cost_at_a_given_throughput(capsys, tmp_path):
 
 def test_dry_run_lists_statuses(capsys, tmp_path):
     results = tmp_path / "results"
-    args = ["--plan", "paper", "--tasks", "rte,mrpc", "--seeds", "1", "--dry-run", "--data-dir", SAMPLES,
-            "--results-dir", results]
+    args = ["--plan", "paper", "--tasks", "rte,mrpc", "--seeds", "1", "--support-seeds", "1", "--dry-run",
+            "--data-dir", SAMPLES, "--results-dir", results]
     base = RunConfig(mode="mtl_all", tasks=("rte", "mrpc"), seeds=(1,), support_seeds=(1,), data_dir=str(SAMPLES),
                      results_dir=str(results))
     plan = make_plan(GridConfig(), base, TrainSettings())
@@ -168,8 +168,9 @@ def test_shards_cover_the_plan_exactly_once(tmp_path):
 
 def test_emit_slurm(capsys, tmp_path):
     script = tmp_path / "grid.sbatch"
-    status, out, err = run_grid(capsys, "--plan", "paper", "--tasks", "rte,mrpc", "--seeds", "1,2", "--data-dir",
-                                tmp_path / "none", "--results-dir", tmp_path / "res", "--workers", "2",
+    status, out, err = run_grid(capsys, "--plan", "paper", "--tasks", "rte,mrpc", "--seeds", "1,2",
+                                "--support-seeds", "1,2", "--data-dir", tmp_path / "none", "--results-dir", tmp_path / "res",
+                                "--workers", "2",
                                 "--emit-slurm", script, "--slurm-tasks", "4", "--sbatch", "--gres=gpu:1 --time=2:00:00")
     assert status == 0, err
     text = script.read_text()
@@ -211,6 +212,8 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
     release_lock(lock, token)
     lock.write_text(json.dumps({"pid": dead.pid, "host": "another-host", "time": 0, "token": "y"}))
     assert acquire_lock(lock) is None and live_lock(lock)  # another host's process cannot be checked: respected
+    os.utime(lock, (0, 0))  # ... until its heartbeat stops (tl.runs.LOCK_TIMEOUT; before: a grid waited forever)
+    assert live_lock(lock) is None
     lock.write_text("")  # a writer killed between creating the lock and filling it in
     assert acquire_lock(lock) is None  # fresh: it may still be being written
     os.utime(lock, (0, 0))
@@ -277,8 +280,8 @@ def test_interrupted_grid_then_stats(capsys, tmp_path, tiny_model, monkeypatch):
 
 def run_interrupted_grid_then_stats(capsys, tmp_path, tiny_model):
     results = tmp_path / "results"
-    paper = ["--plan", "paper", "--tasks", "rte,mrpc,stsb", "--seeds", "1,2"]
-    size = ["--plan", "size", "--seeds", "1,2", "--size-k", "1/2,1", "--target-fractions", "1"]
+    paper = ["--plan", "paper", "--tasks", "rte,mrpc,stsb", "--seeds", "1,2", "--support-seeds", "1,2"]
+    size = ["--plan", "size", "--seeds", "1,2", "--support-seeds", "1,2", "--size-k", "1/2,1", "--target-fractions", "1"]
     paper_plan = planned(GridConfig(), ("rte", "mrpc", "stsb"), (1, 2), results)
     size_plan = planned(GridConfig(plan="size", size_k=("1/2", "1"), target_fractions=(1.0,)), ("qnli", "mnli"),
                         (1, 2), results)
@@ -365,7 +368,8 @@ def test_grid_killed_mid_way_restarts_without_redoing_or_losing(tmp_path, tiny_m
     results = tmp_path / "results"
     env = {**os.environ, "TL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(ROOT / "tools" / "grid.py"), "--plan", "paper", "--tasks", "rte,mrpc", "--seeds", "1",
-           "--methods", "single,mtl", "--mtl-all-samplers", "size", *map(str, tiny_flags(tiny_model, results))]
+           "--support-seeds", "1", "--methods", "single,mtl", "--mtl-all-samplers", "size",
+           *map(str, tiny_flags(tiny_model, results))]
     cmd[cmd.index("--max-steps") + 1] = "4"
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -435,7 +439,7 @@ def test_minilm_grid_then_stats(capsys, tmp_path, minilm_path, monkeypatch):
         flags[flags.index("--data-dir") + 1] = data
         for plan in (["--plan", "paper", "--tasks", "rte,mrpc,stsb"],
                      ["--plan", "size", "--size-k", "1/2,1", "--target-fractions", "1"]):
-            status, out, err = run_grid(capsys, *plan, "--seeds", "1,2", *flags)
+            status, out, err = run_grid(capsys, *plan, "--seeds", "1,2", "--support-seeds", "1,2", *flags)
             assert status == 0, out + err
         final = records(results)
         assert len(final) == 6 + 24 + 6 + 6 * 3 + 14 and all(r["status"] == "complete" for r in final.values())

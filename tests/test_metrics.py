@@ -1,6 +1,7 @@
 """tl.metrics against scipy and against values small enough to check by hand (to 1e-12), including
 the degenerate inputs that must give 0.0 with a warning, never NaN."""
 import math
+import re
 import warnings
 
 import numpy as np
@@ -53,26 +54,48 @@ def test_binary_matthews_and_f1_match_the_confusion_matrix_formulas():
     assert abs(f1(pred, gold) - 2 * precision * recall / (precision + recall)) < 1e-12
 
 
-@pytest.mark.parametrize("metric, pred, gold", [
-    (pearson, [1.0, 1.0, 1.0], [0.0, 1.0, 2.0]),       # constant predictions
-    (spearman, [0.0, 1.0, 2.0], [3.0, 3.0, 3.0]),      # constant gold
-    (pearson, [float("nan"), 1.0, 2.0], [0.0, 1.0, 2.0]),  # a diverged regression head
-    (pearson, [1.0], [2.0]),
-    (matthews, [1, 1, 1, 1], [0, 1, 0, 1]),
-    (matthews, [0, 1, 0, 1], [1, 1, 1, 1]),
-    (f1, [0, 0, 0], [0, 0, 0]),                        # no positive anywhere
-    (accuracy, [], []),
+@pytest.mark.parametrize("metric, pred, gold, name, why", [
+    (pearson, [1.0, 1.0, 1.0], [0.0, 1.0, 2.0], "correlation", "constant predictions or constant labels"),
+    (spearman, [0.0, 1.0, 2.0], [3.0, 3.0, 3.0], "correlation", "constant predictions or constant labels"),
+    # a diverged regression head
+    (pearson, [float("nan"), 1.0, 2.0], [0.0, 1.0, 2.0], "correlation", "fewer than 2 examples or non-finite values"),
+    (spearman, [float("nan"), 1.0, 2.0], [0.0, 1.0, 2.0], "correlation", "non-finite values"),
+    (spearman, [0.0, 1.0, 2.0], [0.0, float("inf"), 2.0], "correlation", "non-finite values"),
+    (pearson, [1.0], [2.0], "correlation", "fewer than 2 examples or non-finite values"),
+    (matthews, [1, 1, 1, 1], [0, 1, 0, 1], "Matthews correlation", "constant predictions or constant labels"),
+    (matthews, [0, 1, 0, 1], [1, 1, 1, 1], "Matthews correlation", "constant predictions or constant labels"),
+    (f1, [0, 0, 0], [0, 0, 0], "F1", "no positive label in predictions or gold"),  # no positive anywhere
+    (accuracy, [], [], "accuracy", "no examples"),
 ])
-def test_degenerate_inputs_give_zero_with_a_warning(metric, pred, gold):
-    with pytest.warns(RuntimeWarning, match="undefined"):
+def test_degenerate_inputs_give_zero_with_a_warning(metric, pred, gold, name, why):
+    """0.0 and one warning that names the metric and the reason (spearman ranks NaN as the largest
+    value, so it checks for non-finite input itself)."""
+    message = f"{name} is undefined ({why}); reporting 0.0"
+    with pytest.warns(RuntimeWarning, match="^" + re.escape(message) + "$"):
         value = metric(np.array(pred), np.array(gold))
     assert value == 0.0
+
+
+def test_degenerate_warning_points_at_the_caller():
+    """stacklevel: the warning names the line that called the metric, not tl/metrics.py."""
+    for metric, pred, gold in ((f1, [0, 0], [0, 0]), (accuracy, [], []), (pearson, [1.0], [2.0])):
+        with pytest.warns(RuntimeWarning) as record:
+            metric(np.array(pred), np.array(gold))
+        assert [w.filename for w in record] == [__file__]
+
+
+def test_correlation_is_clipped_to_its_range():
+    """x centred and normalised, x . x rounds to 1.0000000000000002 for this x: reported as exactly 1
+    (and -1 for -x), never outside [-1, 1]."""
+    x = np.array([-1.3, 0.4, 0.4])
+    assert pearson(x, x) == 1.0 and pearson(x, -x) == -1.0
 
 
 def test_f1_without_true_positives_is_a_plain_zero():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert f1([1, 1, 0], [0, 0, 1]) == 0.0
+        assert f1([1, 0], [0, 1]) == 0.0  # fp = fn = 1: 2 tp + fp + fn = 2, no warning
 
 
 def test_length_mismatch_is_an_error():
@@ -93,3 +116,20 @@ def test_compute_metrics_and_headline_per_task():
     assert set(stsb) == {"pearson", "spearman"} and headline_score(get_task("stsb"), stsb) == pytest.approx(100.0)
     with pytest.raises(ValueError, match="headline metric 'accuracy' missing"):
         headline_score(get_task("rte"), {"f1": 1.0})
+
+
+@pytest.mark.parametrize("task", ["MRPC", "QQP"])
+def test_acc_and_f1_when_accuracy_and_f1_differ(task):
+    """The MRPC/QQP headline is the mean of accuracy and F1 of class 1; a case where the two differ,
+    so that a score reporting either alone, or F1 of class 0, is caught. tp = 2, fp = 2, fn = 1,
+    tn = 5: accuracy 7/10, F1 2*2 / (2*2 + 2 + 1) = 4/7 (class 0's F1 would be 10/13)."""
+    pred = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    gold = np.array([1, 1, 0, 0, 1, 0, 0, 0, 0, 0])
+    assert accuracy(pred, gold) == pytest.approx(7 / 10, abs=1e-12)
+    assert f1(pred, gold) == pytest.approx(4 / 7, abs=1e-12)
+    assert acc_and_f1(pred, gold) == pytest.approx((7 / 10 + 4 / 7) / 2, abs=1e-12)  # 89/140
+    metrics = compute_metrics(get_task(task), pred, gold)
+    assert metrics == pytest.approx({"accuracy": 7 / 10, "f1": 4 / 7, "acc_and_f1": 89 / 140}, abs=1e-12)
+    assert headline_score(get_task(task), metrics) == pytest.approx(100 * 89 / 140, abs=1e-10)
+    # all wrong on the positives: F1 is 0 while accuracy is not, and the headline is half the accuracy
+    assert acc_and_f1([0, 0, 0, 1], [1, 0, 0, 0]) == pytest.approx((2 / 4 + 0) / 2, abs=1e-12)

@@ -429,7 +429,8 @@ def test_killed_mtl_run_resumes_identically(tmp_path, minilm_path, protocol, rid
     env = {**os.environ, "TL_CACHE": str(tmp_path / "cache")}
     common = ["--mode", "mtl", "--tasks", "rte,mrpc", "--model", str(model), "--seeds", "3", "--epochs", "5",
               "--batch-size", "16", "--micro-batch", "8", "--lr", "1e-3", "--save-every", "2", "--limit-train", "48", "--keep-checkpoint",
-              "--reference-scores", str(refs), "--eval-batch-size", "128", "--protocol", protocol, "--sampler", "dynamic"]
+              "--reference-scores", str(refs), "--eval-batch-size", "128", "--protocol", protocol, "--sampler", "dynamic",
+              "--device", "cpu"]  # torch.equal below: CUDA's atomics would differ
     # first epoch by size: 48 + 48 rows = 6 steps (tl: one pass over RTE, MRPC in proportion;
     # authors: quotas 8 + 8, floor(48 / 8) = 6 groups); later epochs follow the weights
     whole = tmp_path / "whole"

@@ -2,6 +2,7 @@
 empty folder, with a stand-in .venv/bin/python that logs its calls: the checks, the one-line errors,
 the stamp that makes a rerun call no pip, and the README, the script and .ci/run agreeing. Nothing is
 installed and no network is used."""
+import json
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICKSTART_START = "python tools/train.py --mode mtl --tasks rte,mrpc"
+QUICKSTART_START = "python tools/train.py --mode mtl --tasks sst2,qqp"
 
 # .venv/bin/python's stand-in: logs its arguments; FAKE_TORCH is the torch it has (none if empty);
 # FAKE_PIP=offline|missing makes pip install fail as pip does without a network or a package;
@@ -144,10 +145,70 @@ def test_readme_ci_and_script_run_the_same_commands():
     assert [line.split("#")[0].strip() for line in blocks[:2]] == ["bash tools/setup.sh quickstart",
                                                                    "bash tools/setup.sh test"]
     quickstart = [line for line in blocks if line.startswith(QUICKSTART_START)]
-    assert len(quickstart) == 1 and f"\n    {quickstart[0]}\n" in script  # the README's line, verbatim
-    assert "exec python -m pytest -q " in script and "    python -m pytest -q ARGS...\n" in readme
+    assert quickstart and f"\n    {quickstart[0]}\n" in script  # the README's first one (then --export-hf), verbatim
+    assert "exec python -m pytest -q -n auto --dist loadfile " in script
+    assert "    python -m pytest -q -n auto --dist loadfile ARGS...\n" in readme
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line and not line.startswith(("#", "echo"))]
     assert [line for line in ci if "setup.sh" in line] == ["bash tools/setup.sh quickstart",
                                                            "bash tools/setup.sh test"]
     assert not any(re.search(r"\b(pip|venv|pytest)\b", line) for line in ci)  # nothing but the two
+
+
+def quickstart_check(tmp_path: Path, records: list, printed: str) -> subprocess.CompletedProcess:
+    """tools/setup.sh's check of the quickstart (its Python, as the script holds it) on `records`
+    written under tmp_path/results and `printed` as the quickstart's output."""
+    script = (ROOT / "tools" / "setup.sh").read_text()
+    code = script.split('check_quickstart() {')[1].split("<<'EOF'")[1].split("\n", 1)[1].split("\nEOF\n")[0]
+    for r in records:
+        (tmp_path / "results" / r["run_id"]).mkdir(parents=True)
+        (tmp_path / "results" / r["run_id"] / "record.json").write_text(json.dumps(r))
+    (tmp_path / "out.txt").write_text(printed)
+    return subprocess.run([sys.executable, "-c", code, str(tmp_path / "results"), str(tmp_path / "out.txt")],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("sst2, printed_ok, complete, ok", [
+    (82.81, True, True, True),
+    (54.0, True, True, False),  # 1.7 points above the majority class: learned nothing worth the name
+    (82.81, False, True, False),  # right record, but the scores were not printed
+    (82.81, True, False, False),  # a run that did not finish
+])
+def test_quickstart_check_reads_what_train_printed(tmp_path, capsys, sst2, printed_ok, complete, ok):
+    """CI's quickstart fails unless every task is 5 points above its dev set's majority class, in the
+    record and in what tools/train.py printed (its `finish`), with the run folder and the stats command."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("setup_test_train", ROOT / "tools" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    record = {"run_id": "mtl__sst2+qqp__size__s42", "status": "complete" if complete else "running",
+              "mode": "mtl", "target": "SST-2", "supports": ["QQP"],
+              "best": {"SST-2": {"score": sst2}, "QQP": {"score": 75.06}}, "majority": {"SST-2": 52.34, "QQP": 31.05}}
+    cfg = train.RunConfig(mode="mtl", tasks=("sst2", "qqp"), results_dir=str(tmp_path / "results"))
+    train.finish([record], cfg, "")
+    printed = capsys.readouterr().out
+    assert f"run folder: {tmp_path / 'results' / record['run_id']}" in printed
+    done = quickstart_check(tmp_path, [record], printed if printed_ok else printed.replace(" dev ", " "))
+    assert (done.returncode == 0) == ok, done.stderr
+    assert ("every task at least 5 points above" in done.stdout) == ok
+
+
+def test_majority_baseline_by_hand():
+    """What the quickstart's scores are compared with (tl.metrics.majority_score): the headline score x100
+    of predicting the most frequent dev label for every example, by hand."""
+    import warnings
+
+    from tl.metrics import majority_score
+    from tl.tasks import get_task
+
+    assert majority_score(get_task("SST-2"), [1, 1, 0]) == pytest.approx(200 / 3)  # accuracy 2/3
+    assert majority_score(get_task("RTE"), [0, 1, 1, 0]) == 50.0  # a tie: label 0, accuracy 1/2
+    # QQP: most are 0 ("not duplicate"): accuracy 3/5, F1 of label 1 = 0 -> (0.6 + 0) / 2
+    assert majority_score(get_task("QQP"), [0, 0, 0, 1, 1]) == pytest.approx(30.0)
+    # MRPC: most are 1: accuracy 3/5, F1 = 2*3 / (2*3 + 2 + 0) = 0.75 -> (0.6 + 0.75) / 2
+    assert majority_score(get_task("MRPC"), [1, 1, 1, 0, 0]) == pytest.approx(67.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a constant's Matthews correlation is 0 on purpose: no warning
+        assert majority_score(get_task("CoLA"), [1, 1, 0]) == 0.0
+    assert majority_score(get_task("STS-B"), [0.5, 3.2, 4.0]) == 0.0  # a constant has no correlation

@@ -100,7 +100,9 @@ def test_t_test_unequal_sizes_by_hand(welch):
         got = stats.t_test([1.0, 2, 3, 6], [0.0, 2], welch=welch, alternative=alt)
         assert got.t == pytest.approx(t, rel=1e-12) and got.df == pytest.approx(df, rel=1e-12)
         assert got.p == pytest.approx(p, rel=1e-10)
-    with pytest.raises(ValueError, match="alternative"):
+        if not welch:  # the default is the paper's Student test
+            assert stats.t_test([1.0, 2, 3, 6], [0.0, 2], alternative=alt) == got
+    with pytest.raises(ValueError, match="^alternative must be one of two-sided, greater, less, got 'bigger'$"):
         stats.t_test([1.0, 2], [3.0, 4], alternative="bigger")
 
 
@@ -246,6 +248,50 @@ def test_bootstrap_reproducible_and_sensible(table):
     assert min(a) - max(b) <= ci1[0] < a.mean() - b.mean() < ci1[1] <= max(a) - min(b)
     # the whole analysis is reproducible for a seed, and the seed matters
     assert run(table, seed=1)["cells"] == run(table, seed=1)["cells"] != run(table, seed=2)["cells"]
+
+
+def test_bootstrap_equals_scipy_on_the_same_resamples():
+    """The percentile interval is scipy.stats.bootstrap's (independent samples, method="percentile"):
+    with the same seed both draw the same resamples (a's indices, then b's), so the bounds agree to
+    rounding, at the default level and at others."""
+    a, b = np.array([71.2, 69.8, 72.5, 70.1, 73.0]), np.array([68.0, 70.4, 67.1, 69.9, 68.8, 66.5])
+
+    def diff(x, y, axis=-1):
+        return x.mean(axis) - y.mean(axis)
+
+    for n_boot, level in ((None, None), (2000, 0.9), (2000, 0.5)):  # None: the defaults, 10,000 and 95%
+        kw = {k: v for k, v in (("n_boot", n_boot), ("level", level)) if v is not None}
+        ours = stats.bootstrap_diff_ci(a, b, np.random.default_rng(3), **kw)
+        ref = scipy.stats.bootstrap((a, b), diff, n_resamples=n_boot or 10000, vectorized=True, paired=False,
+                                    method="percentile", confidence_level=level or 0.95,
+                                    rng=np.random.default_rng(3)).confidence_interval
+        assert ours == pytest.approx((ref.low, ref.high), abs=1e-9), level
+
+
+def test_bootstrap_needs_a_score_on_each_side_and_one_is_enough():
+    rng = np.random.default_rng(0)
+    for a, b in (([], [1.0, 2.0]), ([1.0, 2.0], []), ([], [])):
+        with pytest.raises(ValueError, match="^bootstrap_diff_ci needs at least one score on each side$"):
+            stats.bootstrap_diff_ci(a, b, rng)
+    # one score: that side's every resample is the score itself; the other side's means lie in [60, 62]
+    low, high = stats.bootstrap_diff_ci([70.0], [60.0, 62.0], rng, n_boot=200)
+    assert 8.0 <= low < high <= 10.0
+    low, high = stats.bootstrap_diff_ci([60.0, 62.0], [70.0], rng, n_boot=200)
+    assert -10.0 <= low < high <= -8.0
+
+
+def test_bootstrap_interval_covers_the_true_difference_95_percent_of_the_time():
+    """Coverage on simulated normal samples (n = m = 20, unequal variances): over 400 draws the
+    default interval holds the true difference 0.5 in 90-98% of them (the percentile bootstrap is
+    slightly narrow at n = 20; a 90% or 50% interval would cover ~88% or ~50%). Fixed seed: the
+    count is deterministic, so the test cannot flake."""
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(400):
+        a, b = rng.normal(0.5, 1.0, 20), rng.normal(0.0, 2.0, 20)
+        low, high = stats.bootstrap_diff_ci(a, b, rng, n_boot=1000)
+        hits += low <= 0.5 <= high
+    assert 0.90 <= hits / 400 <= 0.98, hits / 400
 
 
 def test_violation_ratio_by_hand():

@@ -11,16 +11,21 @@ row of the batch.
 
 Cache: one folder per (task, split, file contents, tokenizer, max_len, columns), named by a sha256 of
 all of these and `FORMAT_VERSION`, so a changed file, tokenizer or setting never reads stale tokens.
-A folder is written under a temporary name and renamed into place, so a reader sees all of it or none.
-Imports tl.tasks.
+A folder is written under a temporary name and renamed into place, so a reader sees all of it or none;
+its meta.json holds each array's size and sha256, checked at every load: a truncated or altered entry
+is rebuilt, never trained on. The sha256 of the task files read is also a run's data identity
+(`data_identity`). Imports tl.tasks and tl.hub (sha256_file).
 """
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -28,9 +33,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tl.hub import sha256_file
 from tl.tasks import TaskSpec, read_split, split_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sizes and sha256 of the arrays in meta.json
 ARRAYS = ("ids", "type_ids", "offsets", "lengths", "labels")
 CHUNK = 4096               # examples per tokenizer call
 PROGRESS_MIN_EXAMPLES = 20000  # below this, tokenizing takes a moment and a bar is noise
@@ -71,7 +77,8 @@ def tokenize(text_a: list, text_b: Optional[list], labels: np.ndarray, tokenizer
     """Encode sentences (or pairs, truncated by the tokenizer) into a TokenizedSplit, in chunks."""
     ids, type_ids, lengths = [], [], []
     n = len(text_a)
-    for start in tqdm(range(0, n, CHUNK), desc=desc, unit="chunk", disable=not progress or n < PROGRESS_MIN_EXAMPLES):
+    bar = None if progress and n >= PROGRESS_MIN_EXAMPLES else True  # None: only on a terminal
+    for start in tqdm(range(0, n, CHUNK), desc=desc, unit="chunk", disable=bar):
         chunk_b = None if text_b is None else text_b[start:start + CHUNK]
         encoded = tokenizer.encode_batch(text_a[start:start + CHUNK], chunk_b, max_len=max_len)
         ids.extend(e[0] for e in encoded)
@@ -105,39 +112,77 @@ def load_tokenized(spec: TaskSpec, split: str, tokenizer, max_len: int = 128, da
                         desc=f"{spec.name} {split}")
     if not path.is_file():
         read_split(spec, data_dir, split)  # raises the error that says how to get the file
-    key = cache_key(spec, split, tokenizer, max_len, _sha256(path))
+    key = cache_key(spec, split, tokenizer, max_len, file_sha256(path))
     folder = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.name)}-{split}-{key}"
-    if not folder.is_dir():
+    cached = _open_cached(folder)
+    if cached is None:
         examples = read_split(spec, data_dir, split)
         tokenized = tokenize(examples.text_a, examples.text_b, examples.labels, tokenizer, max_len, progress,
                              desc=f"{spec.name} {split}")
         _save(tokenized, folder, {"task": spec.name, "split": split, "file": str(path), "max_len": max_len,
                                   "tokenizer": tokenizer.fingerprint, "examples": len(tokenized),
                                   "skipped_lines": examples.skipped, "format": FORMAT_VERSION})
-    return TokenizedSplit(**{name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS})
+        cached = _open_cached(folder)
+    return cached
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: Path) -> str:
+    """sha256 of a task file's bytes, hashed once per process while its size and mtime stay the same
+    (the cache key and the run's data identity read it)."""
+    stat = Path(path).stat()
+    return _remembered_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _remembered_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def data_identity(specs: list, data_dir) -> dict[str, str]:
+    """{"RTE/train.tsv": sha256, ...}: every file a run reads for these tasks (all splits but test),
+    relative to `data_dir`; the same files in another folder give the same identity."""
+    return {str(Path(s.dirname) / name): file_sha256(split_path(s, data_dir, split))
+            for s in specs for split, name in s.files.items() if split != "test"}
+
+
+def _open_cached(folder: Path) -> TokenizedSplit | None:
+    """The cache entry in `folder`, memory-mapped; None when absent. An entry whose arrays do not match
+    the sizes and sha256 in its meta.json (truncated, altered) is removed, to be rebuilt."""
+    if not folder.is_dir():
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        for name in ARRAYS:
+            path = folder / f"{name}.npy"
+            if path.stat().st_size != meta["sizes"][name] or sha256_file(path) != meta["sha256"][name]:
+                raise ValueError(f"{path.name} differs from meta.json")
+        return TokenizedSplit(**{name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS})
+    except (OSError, ValueError, KeyError, TypeError) as e:  # np.load refuses pickled objects: ValueError
+        warnings.warn(f"token cache {folder} is damaged ({e}); rebuilding it")
+        aside = folder.with_name(f".{folder.name}.{os.getpid()}.damaged")
+        with contextlib.suppress(OSError):
+            os.replace(folder, aside)  # one rename: a concurrent reader keeps its open files
+        shutil.rmtree(aside, ignore_errors=True)
+        return None
 
 
 def _save(tokenized: TokenizedSplit, folder: Path, meta: dict) -> None:
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in ARRAYS:
-        np.save(tmp / f"{name}.npy", getattr(tokenized, name))
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     try:
+        tmp.mkdir(parents=True)
+        for name in ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(tokenized, name))
+        meta["sizes"] = {name: (tmp / f"{name}.npy").stat().st_size for name in ARRAYS}
+        meta["sha256"] = {name: sha256_file(tmp / f"{name}.npy") for name in ARRAYS}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         os.replace(tmp, folder)
-    except OSError:  # another process (e.g. a DDP rank) saved the same entry first; keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:  # another process (e.g. a DDP rank) saved the same entry first: keep theirs
         if not folder.is_dir():
-            raise
+            raise OSError(f"{folder}: cannot write the token cache ({e.strerror or e}); free some space or "
+                          f"choose another --cache-dir") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def bucket_batches(lengths, batch_size: int, rng) -> list:
@@ -165,9 +210,10 @@ def padding_fraction(lengths, batches: list) -> float:
     return 1.0 - real / padded
 
 
-def collate(splits: list, task_ids, example_ids, pad_id: int) -> dict:
+def collate(splits: list, task_ids, example_ids, pad_id: int, multiple: int = 1) -> dict:
     """Rows (task_ids[i], example_ids[i]) of several tokenized splits (B,) as one batch padded to its
-    longest row T: input_ids, attention_mask, token_type_ids (B, T) long; task_ids (B,) long; labels
+    longest row, rounded up to a multiple of `multiple` (CUDA's 8: tl.train.pad_multiple): T.
+    input_ids, attention_mask, token_type_ids (B, T) long; task_ids (B,) long; labels
     (B,) float32 for every task (class ids are exact in float32 and the heads cast them back;
     regression targets stay real). One split: `collate([split], np.zeros(B, int), indices, pad_id)`."""
     task_ids = np.asarray(task_ids, dtype=np.int64)
@@ -176,7 +222,7 @@ def collate(splits: list, task_ids, example_ids, pad_id: int) -> dict:
     for t in np.unique(task_ids):
         rows = task_ids == t
         lengths[rows] = splits[t].lengths[example_ids[rows]]
-    T = int(lengths.max())
+    T = -(-int(lengths.max()) // multiple) * multiple
     mask = np.arange(T) < lengths[:, None]                           # (B, T)
     ids = np.full(mask.shape, pad_id, dtype=np.int64)
     types = np.zeros(mask.shape, dtype=np.int64)

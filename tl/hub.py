@@ -16,6 +16,7 @@ import hashlib
 import http.client
 import importlib
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -105,18 +106,21 @@ def sha256_file(path) -> str:
 
 
 def check_sha256(path: Path, expected: Optional[str], what: str) -> None:
-    """Raise ValueError (and delete `path`) if its sha256 is not `expected`."""
+    """Raise ValueError (and delete `path`, the downloaded copy of `what`) if its sha256 is not `expected`."""
     if expected is None:
         return
     actual = sha256_file(path)
     if actual != expected:
         path.unlink()
-        raise ValueError(f"checksum mismatch for {what}: sha256 {actual}, expected {expected}; the file was "
-                         "deleted. Run again; if it persists the source changed (use --no-verify to accept it)")
+        raise ValueError(f"checksum mismatch for {what}: sha256 {actual}, expected {expected}; the downloaded "
+                         "copy was deleted. Run again; if it persists the source changed (--no-verify accepts it)")
 
 
 def _transient(error: Exception) -> bool:
-    """Worth retrying: connection trouble, timeouts, 5xx and 429; not a 404 or 403."""
+    """Worth retrying: connection trouble, timeouts, 5xx and 429; not a 404 or 403, nor a host name that
+    does not resolve (no network, or a wrong --base-url / $TL_HUB_URL: waiting will not help)."""
+    if isinstance(getattr(error, "reason", None), socket.gaierror):
+        return False
     if isinstance(error, urllib.error.HTTPError):
         return error.code >= 500 or error.code in (408, 429)
     return isinstance(error, (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError))
@@ -170,7 +174,8 @@ def _fetch_into(url: str, part: Path, timeout: float, progress: bool, desc: str)
         total = offset + int(length) if length is not None else None
         received = offset
         with open(part, "ab" if offset else "wb") as f, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=desc,
+                     disable=None if progress else True) as bar:
             for block in iter(lambda: response.read(1 << 20), b""):
                 f.write(block)
                 received += len(block)

@@ -9,7 +9,9 @@ of docs/PROTOCOL.md ("Scores (x100) per task"), named by `TaskSpec.headline`.
 
 Every function takes two 1-D arrays of equal length N: `pred` (N,) and `gold` (N,). A degenerate
 input (empty, constant, non-finite) returns 0.0 with a warning, never NaN and never a crash, so a
-run that predicts one class all epoch still gets a score and a visible warning. Imports no tl file.
+run that predicts one class all epoch still gets a score and a visible warning. `majority_score` is
+the baseline every run record keeps: the score of predicting the dev set's most frequent label.
+Imports no tl file.
 """
 import warnings
 
@@ -111,6 +113,9 @@ METRICS = {
     "spearman": spearman,
     "acc_and_f1": acc_and_f1,
 }
+# the interval each metric lies in (a headline score: 100 times it); correlations can be negative
+BOUNDS = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "matthews": (-1.0, 1.0), "pearson": (-1.0, 1.0),
+          "spearman": (-1.0, 1.0), "acc_and_f1": (0.0, 1.0)}
 
 
 def compute_metrics(spec, predictions, labels) -> dict:
@@ -129,3 +134,16 @@ def headline_score(spec, metrics: dict) -> float:
     if spec.headline not in metrics:
         raise ValueError(f"{spec.name}: headline metric {spec.headline!r} missing from {sorted(metrics)}")
     return 100.0 * metrics[spec.headline]
+
+
+def majority_score(spec, labels) -> float:
+    """The headline score x100 of predicting the most frequent label of `labels` (N,) for every example
+    (the smallest label id on a tie): what a model that learned nothing scores. For regression, a
+    constant prediction has no correlation with the labels: 0.0. Matthews is 0.0 for any constant."""
+    labels = np.asarray(labels)
+    if spec.is_regression or labels.size == 0:
+        return 0.0
+    values, counts = np.unique(labels, return_counts=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a constant's Matthews correlation: 0.0, as intended
+        return headline_score(spec, compute_metrics(spec, np.full(labels.shape, values[np.argmax(counts)]), labels))

@@ -21,8 +21,10 @@ single runs of each task at the size this run gives it, over `--support-seeds` (
 five, printed before training); and the sampler "auto" resolves per protocol (`resolve_sampler`).
 
 The results folder is tl/runs.py's: run ids, records, atomic writes. A run whose records are
-complete is skipped; a partial one resumes; a different run under the same id is refused before any
-training. Imports tl.cli, tl.data, tl.heads, tl.hub, tl.model, tl.runs, tl.tasks, tl.tokenizer, tl.train.
+complete is skipped; a partial one resumes, on the same data files only (their sha256 are in its
+record); a different run under the same id is refused before any training, and so is a second process
+on a run being trained (`tl.runs.hold_run`).
+Imports tl.cli, tl.data, tl.heads, tl.hub, tl.metrics, tl.model, tl.runs, tl.tasks, tl.tokenizer, tl.train.
 """
 from __future__ import annotations
 
@@ -39,12 +41,13 @@ import torch
 
 import tl
 from tl.cli import arg
-from tl.data import load_tokenized, subsample
+from tl.data import data_identity, load_tokenized, subsample
 from tl.heads import HeadSpec, MultiTaskModel, label_count_key
 from tl.hub import resolve_model
+from tl.metrics import BOUNDS, majority_score
 from tl.model import Encoder
-from tl.runs import (SCHEMA, check_existing, check_writable, drop_checkpoints, read_record, resolve_dir, run_id,
-                     write_json)
+from tl.runs import (SCHEMA, check_data, check_existing, check_writable, drop_checkpoints, hold_run, read_record,
+                     resolve_dir, run_id, write_json)
 from tl.tasks import GLUE_TASKS, get_task
 from tl.tokenizer import Tokenizer
 from tl.train import TaskData, TrainSettings, fit, seed_everything
@@ -97,10 +100,16 @@ class RunConfig:
             raise ValueError(f"--mode stilts takes exactly one support: --tasks TARGET,SUPPORT (got {','.join(names)})")
         if self.support_selection not in SELECTIONS:
             raise ValueError(f"--support-selection must be one of {', '.join(SELECTIONS)}")
-        if not self.seeds:
-            raise ValueError("--seeds is empty")
-        if not self.support_seeds:
-            raise ValueError("--support-seeds is empty")
+        seeds = lambda xs: bool(xs) and all(0 <= s < 2**32 for s in xs)
+        rules = {"seeds": (seeds(self.seeds), "a list of integers in [0, 2^32)"),  # flag: (valid, what it must be)
+                 "support_seeds": (seeds(self.support_seeds), "a list of integers in [0, 2^32)"),
+                 # [CLS] a [SEP] b [SEP] (RoBERTa: <s> a </s></s> b </s>) and text on both sides
+                 "max_len": (self.max_len >= 8, "at least 8"), "results_dir": (bool(self.results_dir), "a folder"),
+                 "limit_train": (self.limit_train >= 0, ">= 0 (0: all)"),
+                 "target_size": (self.target_size >= 0, ">= 0 (0: all)")}
+        for name, (ok, rule) in rules.items():
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}")
         parse_support_size(self.support_size)
 
     @property
@@ -302,20 +311,30 @@ def head_spec(task: str) -> HeadSpec:
 # references and supports: read from the records of a job's needs
 
 
+def read_reference_scores(path, tasks: list[str]) -> dict[str, float]:
+    """`--reference-scores FILE`, JSON {task: single-task dev score x100}, for `tasks`; ValueError naming
+    the file for a task without a score or a score that is not a number in its headline metric's range."""
+    try:
+        given = {get_task(k).name: v for k, v in json.loads(Path(path).read_text()).items()}
+    except (OSError, ValueError, AttributeError) as e:
+        raise ValueError(f"--reference-scores {path}: expected a JSON object {{task: score x100}} ({e})") from None
+    missing = [t for t in tasks if t not in given]
+    if missing:
+        raise ValueError(f"--reference-scores {path} has no score for {', '.join(missing)}")
+    for t in tasks:
+        low, high = (100 * b for b in BOUNDS[get_task(t).headline])
+        if type(given[t]) not in (int, float) or not low <= given[t] <= high:  # NaN fails the comparison
+            raise ValueError(f"--reference-scores {path}: {t}'s score {json.dumps(given[t])} is not a number in "
+                             f"[{low:g}, {high:g}] ({get_task(t).headline} x100)")
+    return {t: float(given[t]) for t in tasks}
+
+
 def reference_scores(cfg: RunConfig, results: Path, job: Job) -> dict[str, float]:
     """Single-task reference scores for dynamic sampling: `--reference-scores FILE`, else the mean
     score of the job's needs (the single runs of each task at this run's size, over --support-seeds)."""
     tasks = [job.target, *job.supports]
     if cfg.reference_scores:
-        path = Path(cfg.reference_scores)
-        try:
-            given = {get_task(k).name: float(v) for k, v in json.loads(path.read_text()).items()}
-        except (OSError, ValueError) as e:
-            raise ValueError(f"--reference-scores {path}: expected a JSON object {{task: score x100}} ({e})")
-        missing = [t for t in tasks if t not in given]
-        if missing:
-            raise ValueError(f"--reference-scores {path} has no score for {', '.join(missing)}")
-        return {t: given[t] for t in tasks}
+        return read_reference_scores(cfg.reference_scores, tasks)
     records = _needed_records(results, job, "dynamic sampling's reference scores")
     return {t: float(np.mean([r["score"] for r in records if r["target"] == t])) for t in tasks}
 
@@ -377,6 +396,8 @@ def start_model(ctx: Context, job: Job, trained: list[str]) -> tuple[MultiTaskMo
         extra = {"support_run": chosen["run_id"], "support_selection": job.cfg.support_selection,
                  "support_score": chosen["score"], "support_runs": [r["run_id"] for r in runs],
                  "head": "reused" if carry else "new"}
+        print(f"{job.run_id}: picked {chosen['run_id']}, dev {chosen['score']:.1f} (--support-selection "
+              f"{job.cfg.support_selection} of {len(runs)}), head {extra['head']}", flush=True)
     seed_everything(job.seed)  # the new heads' initialisation is part of the run's seed
     model = ctx.new_model(trained, init_from)
     if carry:  # authors: both heads sit under the label-count key; tl: under the task names
@@ -392,6 +413,8 @@ def _fit_job(ctx: Context, job: Job, config: dict) -> dict:
     sizes = train_sizes(job.cfg, ctx.train_size, job.target, list(job.supports))
     trained = [job.target] if job.mode == "stilts" else list(sizes)  # stilts: the support is in its start
     tasks = [ctx.task_data(t, sizes[t]) for t in trained]
+    data = data_identity([t.spec for t in tasks], job.cfg.data_dir)  # the files' sha256: part of the run's identity
+    check_data(run_dir, data, job.cfg.data_dir)
     multi = job.mode in ("mtl", "mtl_all")
     if multi and job.settings.sampler.startswith("dynamic"):
         refs = reference_scores(job.cfg, ctx.results, job)
@@ -402,8 +425,9 @@ def _fit_job(ctx: Context, job: Job, config: dict) -> dict:
               "supports": list(job.supports), "sampler": job.settings.sampler if multi else None,
               "schedule": job.settings.schedule if multi else None, "seed": job.seed, "model": job.cfg.model,
               "protocol": job.settings.protocol, "train_sizes": {t.spec.name: len(t.train) for t in tasks},
-              **extra, "config": config, "env": environment(ctx.device)}
-    write_json(run_dir / "config.json", config)
+              "majority": {t.spec.name: majority_score(t.spec, t.dev["dev"].labels) for t in tasks},  # dev baseline
+              **extra, "config": config, "data": data, "env": environment(ctx.device)}
+    write_json(run_dir / "config.json", {**config, "data": data})
     settings = replace(job.settings, seed=job.seed, keep_best=() if job.mode == "mtl_all" else (job.target,))
     # tl's pairwise MTL: an epoch is one pass over the target; MTL-ALL and the authors' rule: None
     anchor = job.target if job.mode == "mtl" and job.settings.protocol == "tl" else None
@@ -453,8 +477,10 @@ def train_job(ctx: Context, job: Job) -> list[dict]:
     if all(r is not None for r in done):
         print(f"{job.run_id}: complete, score {done[0]['score']:.2f} (skipped)", flush=True)
         return done[1:] if job.mode == "mtl_all" else done
-    joint = done[0] or _fit_job(ctx, job, config)
-    return _per_task_records(ctx, job, joint) if len(job.outputs) > 1 else [joint]
+    with hold_run(ctx.results, job.run_id):  # one writer per run: a second process is refused, naming the first
+        done = [check_existing(ctx.results / rid, config) for rid in job.outputs]  # finished while we looked?
+        joint = done[0] or _fit_job(ctx, job, config)
+        return _per_task_records(ctx, job, joint) if len(job.outputs) > 1 else [joint]
 
 
 def _announce(jobs: list[Job], cfg: RunConfig, results: Path) -> None:
@@ -465,10 +491,13 @@ def _announce(jobs: list[Job], cfg: RunConfig, results: Path) -> None:
         return
     todo = [j.run_id for j in deps if not all((r := read_record(results / o)) and r.get("status") == "complete"
                                               for o in j.outputs)]
-    why = "STILTs' supports" if cfg.mode == "stilts" else "dynamic sampling's references"
+    stilts = cfg.mode == "stilts"
+    kind, why = ("support", "STILTs' supports") if stilts else ("reference", "dynamic sampling's references")
+    seeds, of = ",".join(map(str, cfg.support_seeds)), ", ".join(dict.fromkeys(j.target for j in deps))
     print(f"{asked[0].run_id}{' and others' if len(asked) > 1 else ''} build on {len(deps)} single runs "
-          f"({why}; --support-seeds {','.join(map(str, cfg.support_seeds))}): {len(deps) - len(todo)} complete, "
-          f"{len(todo)} to train first" + (f": {', '.join(todo)}" if todo else ""), flush=True)
+          f"({why}; --support-seeds {seeds}, whatever --seeds): {len(deps) - len(todo)} complete"
+          + (f"; training {len(todo)} {kind} runs of {of} first (seeds {seeds}): {', '.join(todo)}" if todo else ""),
+          flush=True)
 
 
 def run(cfg: RunConfig, settings: TrainSettings) -> list[dict]:

@@ -7,11 +7,13 @@ Layout (ARCHITECTURE.md, "Run record"):
     <results>/<run_id>/log.jsonl      one line per dev evaluation
     <results>/<run_id>/checkpoint/    latest resume state (deleted when the run completes)
     <results>/<run_id>/best/          the best model (Hugging Face layout + heads)
-    <results>/<run_id>/grid.lock      who is training the run now (tools/grid.py workers)
+    <results>/<run_id>/grid.lock      who is training the run now (tools/train.py, tools/grid.py)
 
 Every file is written atomically (a temp file renamed into place), so a reader sees the old file or
-the new one, never half of one; folders are swapped with two renames (`swap_dir`). Under DDP only rank
-0 writes. One scanning rule finds records: `<results>/*/record.json` (`complete_records`).
+the new one, never half of one; folders are swapped with two renames (`swap_dir`). A write that fails
+(disk full, read-only folder) is one OSError naming the path (`writing`). Under DDP only rank 0
+writes. One scanning rule finds records: `<results>/*/record.json` (`complete_records`). A run is
+trained by one process at a time (`hold_run`), and its data are part of its identity (`check_data`).
 
 Imports no tl file.
 """
@@ -20,13 +22,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 import uuid
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 import torch.distributed as dist
+from safetensors import SafetensorError
 
 SCHEMA = 1
 # settings that change how a run is executed, not what it computes: a run found under the same id
@@ -74,6 +80,22 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+@contextmanager
+def writing(path: Path):
+    """The body's writes under `path`: a failure (disk full, read-only folder: an OSError, or torch.save's
+    RuntimeError and safetensors' SafetensorError, which name no file) is one OSError naming `path`."""
+    try:
+        yield
+    except (OSError, SafetensorError, RuntimeError) as e:
+        if (isinstance(e, RuntimeError) and "inline_container" not in str(e)) or getattr(e, "errno", 0) is None:
+            raise  # not torch.save's write error, or already one line of ours
+        why = getattr(e, "strerror", None)
+        with suppress(OSError):  # torch.save says "unexpected pos 576 vs 534" when the disk is full
+            why = why or ("No space left on device" if shutil.disk_usage(Path(path).parent).free < 1 << 20 else None)
+        raise OSError(f"{path}: cannot write ({why or str(e).strip().splitlines()[0]}); free some space or make "
+                      f"the folder writable, then run the same command again") from None
+
+
 def write_json(path: Path, obj) -> None:
     """Write JSON atomically. Under DDP only rank 0 writes (every rank holds the same values; two
     writers would race on the temp file)."""
@@ -81,39 +103,43 @@ def write_json(path: Path, obj) -> None:
         return
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with writing(path):
+        try:
+            with open(tmp, "w") as f:
+                json.dump(obj, f, indent=1, default=_json_default)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
-def read_json(path: Path):
-    """The JSON in `path`; a corrupt file is a one-line error naming it."""
+def read_json(path: Path, fix: str = "delete it and run the same command again"):
+    """The JSON in `path`; a corrupt file is a one-line error naming it and saying how to recover (`fix`)."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); delete it to start that run again") from None
+        raise ValueError(f"{path}: not valid JSON ({e}); {fix}") from None
 
 
 def append_log(path: Path, entry: dict) -> None:
     """One line of log.jsonl (rank 0 only)."""
     if _rank() != 0:
         return
-    with open(path, "a") as f:
+    with writing(path), open(path, "a") as f:
         f.write(json.dumps(entry, default=_json_default) + "\n")
 
 
-def truncate_log(path: Path, upto_step: int) -> None:
-    """On resume, drop log lines written after the checkpoint (they will be written again)."""
-    if _rank() != 0 or not Path(path).exists():
+def write_log(path: Path, entries: list[dict]) -> None:
+    """log.jsonl made of `entries` (rank 0 only): on resume, the checkpoint's history, so that lines
+    written after the checkpoint, or torn by a kill, are gone (they are written again)."""
+    if _rank() != 0 or (not entries and not Path(path).exists()):
         return
-    keep = [line for line in Path(path).read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= upto_step]
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    with writing(path):
+        tmp.write_text("".join(json.dumps(e, default=_json_default) + "\n" for e in entries))
+        os.replace(tmp, path)
 
 
 def swap_dir(tmp: Path, final: Path) -> None:
@@ -138,6 +164,12 @@ def resolve_dir(final: Path) -> Path | None:
     return None
 
 
+def drop_temporaries(run_dir: Path) -> None:
+    """Remove what a killed writer leaves in a run folder: `*.tmp` files and folders (also in best/)."""
+    for tmp in [*Path(run_dir).glob("*.tmp"), *Path(run_dir).glob("best/*.tmp")]:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
 def fresh_dir(path: Path) -> Path:
     """An empty folder at `path` (a leftover from a killed writer is removed)."""
     if path.exists():
@@ -157,7 +189,13 @@ def drop_checkpoints(run_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------- records
 def read_record(run_dir: Path) -> dict | None:
     path = Path(run_dir) / "record.json"
-    return read_json(path) if path.exists() else None
+    if not path.exists():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a run record (it holds {json.dumps(record)[:40]}); delete it and run "
+                         f"the same command again")
+    return record
 
 
 def identity(config: dict) -> dict:
@@ -182,6 +220,23 @@ def check_existing(run_dir: Path, config: dict) -> dict | None:
     return record if record.get("status") == "complete" else None
 
 
+def check_data(run_dir: Path, data: dict, data_dir) -> None:
+    """A partial run resumes on the data it started with: `data` ({"RTE/train.tsv": sha256}, every
+    file read, relative to `data_dir`) must match its config.json's. Identity is content, not paths:
+    the same files in another folder resume."""
+    config = Path(run_dir) / "config.json"
+    if resolve_dir(Path(run_dir) / "checkpoint") is None or not config.exists():
+        return  # nothing to resume: the run starts again on these files
+    old = read_json(config)
+    old = old.get("data") if isinstance(old, dict) and old.get("data") else data  # runs of older tl: unchecked
+    changed = sorted(k for k in set(old) | set(data) if old.get(k) != data.get(k))
+    if changed:
+        name = changed[0]
+        raise ValueError(f"{Path(data_dir) / name}: not the file the partial run {Path(run_dir).name} was trained "
+                         f"on (sha256 {str(old.get(name))[:12]} then, {str(data.get(name))[:12]} now); put that "
+                         f"file back, or delete {run_dir} to start the run again")
+
+
 def complete_records(results_dir: Path) -> list[dict]:
     """Every complete record under `results_dir`, i.e. `<results_dir>/*/record.json` (the one rule)."""
     out = []
@@ -198,23 +253,37 @@ def complete_records(results_dir: Path) -> list[dict]:
 def check_writable(results: Path) -> None:
     """Fail at once, not after hours of training, when the results folder cannot be written."""
     results = Path(results)
+    if results.exists() and not results.is_dir():
+        raise NotADirectoryError(f"--results-dir {results} is a file, not a folder; choose a folder")
     probe = results / f".write-test-{os.getpid()}"
     try:
         results.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
-        probe.unlink()
     except OSError as e:
-        raise PermissionError(f"--results-dir {results} is not writable ({e.strerror}); choose another folder")
+        raise PermissionError(f"--results-dir {results} is not writable ({e.strerror}); choose another "
+                              f"folder") from None
+    finally:
+        with suppress(OSError):
+            probe.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------- locks
 # A run is trained under <results>/<run_id>/grid.lock, created with O_CREAT | O_EXCL (pid, host, time,
-# token inside), so two workers or two machines on a shared folder never train the same run; the
-# lock of a dead process on this host is taken over. tl/study/run.py takes it around every run.
+# token inside), so two processes, or two machines on a shared folder, never train the same run
+# (`hold_run`: tools/train.py and each grid job alike). Its holder refreshes the file's mtime every
+# HEARTBEAT_SECONDS; a lock without a heartbeat for LOCK_TIMEOUT seconds is stale whatever host it
+# names, and a lock of a dead process on this host is stale at once. A stale lock is taken over.
 LOCK_NAME = "grid.lock"
 EVENTS_NAME = "grid-events.jsonl"
+HEARTBEAT_SECONDS = 60.0
+LOCK_TIMEOUT = 600.0
 # a lock file still empty (or torn) this long after its creation lost its writer between O_EXCL and write
 TORN_LOCK_SECONDS = 10.0
+_HELD: dict[str, str] = {}  # the locks this process holds -> their tokens (hold_run is re-entrant)
+
+
+class RunBusy(RuntimeError):
+    """Another live process holds the run's lock."""
 
 
 def lock_path(results: Path, run_id: str) -> Path:
@@ -232,26 +301,30 @@ def _pid_alive(pid: int) -> bool:
 
 
 def lock_owner(path: Path) -> dict | None:
-    """The lock's content ({pid, host, time, token}) or None when there is no lock; an empty or torn
-    file reads as {pid: None, host: None, mtime}."""
+    """The lock's content ({pid, host, time, token}) and its last `heartbeat` (the file's mtime), or None
+    when there is no lock; an empty or torn file reads as {pid: None, host: None, heartbeat}."""
     try:
+        heartbeat = Path(path).stat().st_mtime
         text = Path(path).read_text()
-        if text:
-            return json.loads(text)
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError):
-        pass
+    except OSError:
+        text = ""
     try:
-        return {"pid": None, "host": None, "mtime": Path(path).stat().st_mtime}
-    except FileNotFoundError:
-        return None
+        owner = json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        owner = {}
+    return {"pid": None, "host": None, **(owner if isinstance(owner, dict) else {}), "heartbeat": heartbeat}
 
 
 def _stale(owner: dict, host: str) -> bool:
-    """A lock of a dead process on this host, or one whose writer died before filling it in."""
+    """A lock without a heartbeat for LOCK_TIMEOUT, of a dead process on this host, or one whose
+    writer died before filling it in."""
+    silent = time.time() - owner["heartbeat"]
+    if silent > LOCK_TIMEOUT:
+        return True
     if owner.get("pid") is None:
-        return time.time() - owner.get("mtime", time.time()) > TORN_LOCK_SECONDS
+        return silent > TORN_LOCK_SECONDS
     return owner.get("host") == host and not _pid_alive(int(owner["pid"]))
 
 
@@ -265,8 +338,8 @@ def live_lock(path: Path) -> dict | None:
 
 def acquire_lock(path: Path) -> str | None:
     """Take the lock file atomically (O_CREAT | O_EXCL); returns a token for `release_lock`, or None
-    when a live process holds it. A lock left by a dead process on this host is taken over: it is
-    renamed away first (one rename wins), so two processes cannot both take it over."""
+    when a live process holds it. A stale lock is taken over: it is renamed away first (one rename
+    wins), so two processes cannot both take it over."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
@@ -285,7 +358,7 @@ def acquire_lock(path: Path) -> str | None:
                 os.replace(path, stale)
             except FileNotFoundError:
                 continue  # another process took it over first
-            if lock_owner(stale) != owner:  # we moved a fresh lock, not the stale one: put it back
+            if lock_owner(stale) != owner:  # we moved a fresh lock (or a fresh heartbeat): put it back
                 try:
                     os.link(stale, path)
                 except FileExistsError:
@@ -303,6 +376,78 @@ def release_lock(path: Path, token: str) -> None:
     owner = lock_owner(path)
     if owner is not None and owner.get("token") == token:
         Path(path).unlink(missing_ok=True)
+
+
+def _heartbeat(path: Path, token: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_SECONDS):
+        try:
+            if (lock_owner(path) or {}).get("token") != token:
+                return  # no longer ours
+            os.utime(path)
+        except OSError:
+            return
+
+
+@contextmanager
+def hold_run(results: Path, run_id: str):
+    """Train run `run_id` as its one writer: hold its lock while the body runs (re-entrant in a
+    process; refreshed by a heartbeat thread), or raise RunBusy naming the holder. When the body fails
+    or is interrupted, the run's temporary files go, and a run folder this call created goes too unless
+    a checkpoint was written: a run that fails before its first checkpoint leaves nothing. Under DDP
+    only rank 0 takes the lock."""
+    path = lock_path(results, run_id)
+    key = str(path.resolve())
+    if _rank() != 0 or key in _HELD:
+        yield
+        return
+    created = not path.parent.exists()
+    with writing(path):
+        token = acquire_lock(path)
+    if token is None:
+        owner = lock_owner(path) or {"heartbeat": time.time()}
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["time"])) if owner.get("time") else "?"
+        raise RunBusy(f"{path.parent} is being trained by pid {owner.get('pid')} on {owner.get('host')} since {since} "
+                      f"(last heartbeat {time.time() - owner['heartbeat']:.0f} s ago; stale {LOCK_TIMEOUT:.0f} s after "
+                      f"its last); wait for it to finish, or stop that process")
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(path, token, stop), daemon=True).start()
+    _HELD[key] = token
+    try:
+        yield
+    except BaseException:
+        drop_temporaries(path.parent)
+        if created and resolve_dir(path.parent / "checkpoint") is None:
+            shutil.rmtree(path.parent, ignore_errors=True)
+        raise
+    finally:
+        stop.set()
+        del _HELD[key]
+        release_lock(path, token)
+
+
+@contextmanager
+def interruptible(enabled: bool = True):
+    """While the body runs, SIGTERM (a Slurm time limit, `kill`, a grid stopping its workers) raises
+    KeyboardInterrupt as Ctrl-C does, and after the first of them further ones are ignored, so that the
+    way out (locks released, temporaries removed, the event logged) is not cut short. Main thread only."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.getsignal(s) for s in signals]
+
+    def interrupt(signum, frame):
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for s in signals:
+        signal.signal(s, interrupt)
+    try:
+        yield
+    finally:
+        for s, handler in zip(signals, previous):
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
 def log_event(results: Path, run_id: str, event: str, **extra) -> None:

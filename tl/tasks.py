@@ -15,6 +15,7 @@ sentence that starts with a quote is kept whole. Imports tl.metrics.
 """
 import dataclasses
 import json
+import math
 import re
 import warnings
 from collections import Counter
@@ -28,6 +29,7 @@ from tl.metrics import METRICS
 
 Column = Union[int, str]  # a column index (negative counts from the end) or a header name
 MAX_BAD_FRACTION = 0.01   # more malformed lines than this means the wrong file or the wrong spec
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # task and split names: they name folders
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,19 @@ class TaskSpec:
     headline: str                      # the metric of the paper's matrices (x100)
     train_size: Optional[int] = None   # official number of training examples
     aliases: tuple = ()                # other accepted names, e.g. ("stsb",)
+    label_range: Optional[tuple] = None  # regression: (low, high); a score outside it is a bad line
 
     def __post_init__(self):
         where = f"task {self.name!r}"
+        for name in (self.name, *self.files):
+            if not (isinstance(name, str) and SAFE_NAME.fullmatch(name)):
+                raise ValueError(f"{where}: {name!r} is not a task or split name (they name folders): use "
+                                 "letters, digits, '-' and '_', starting with a letter or digit")
+        if self.train_size is not None and (type(self.train_size) is not int or self.train_size <= 0):
+            raise ValueError(f"{where}: train_size must be a positive integer, got {self.train_size!r}")
+        r = self.label_range
+        if r is not None and (self.labels is not None or len(r) != 2 or not -math.inf < r[0] < r[1] < math.inf):
+            raise ValueError(f"{where}: label_range must be [low, high] with low < high, for a regression task")
         if "train" not in self.files or "dev" not in self.files:
             raise ValueError(f"{where}: files must name a 'train' and a 'dev' file, got {sorted(self.files)}")
         unknown = sorted({m for m in (*self.metrics, self.headline) if m not in METRICS})
@@ -83,10 +95,10 @@ class TaskSpec:
         return ("dev",) + tuple(s for s in self.files if s not in ("train", "dev"))
 
 
-def _glue(name, files, text_a, text_b, label, labels, metrics, headline, train_size, aliases=(), header=True):
+def _glue(name, files, text_a, text_b, label, labels, metrics, headline, train_size, aliases=(), header=True, **kw):
     return TaskSpec(name=name, dirname=name, files=files, text_a=text_a, text_b=text_b, label=label,
                     has_header=header, labels=labels, metrics=metrics, headline=headline,
-                    train_size=train_size, aliases=aliases)
+                    train_size=train_size, aliases=aliases, **kw)
 
 
 _TRAIN_DEV = {"train": "train.tsv", "dev": "dev.tsv"}
@@ -104,7 +116,7 @@ GLUE_TASKS = (
     # CoLA has no header: source code, label, original annotation, sentence
     _glue("CoLA", _TRAIN_DEV, 3, None, 1, BINARY, ("matthews", "accuracy"), "matthews", 8551, header=False),
     _glue("STS-B", _TRAIN_DEV, "sentence1", "sentence2", "score", None, ("pearson", "spearman"), "spearman",
-          5749, ("sts",)),
+          5749, ("sts",), label_range=(0.0, 5.0)),  # similarity from 0 to 5 (Cer et al. 2017)
     # MRPC's header is "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String" (the BOM is stripped on read)
     _glue("MRPC", _TRAIN_DEV, "#1 String", "#2 String", "Quality", BINARY, ("accuracy", "f1", "acc_and_f1"),
           "acc_and_f1", 3668),
@@ -147,34 +159,42 @@ def get_task(name: str) -> TaskSpec:
         raise ValueError(f"unknown task {name!r}; known: {known} (or pass a task spec .json file)") from None
 
 
-_SPEC_KEYS = {"name", "files", "text_a", "text_b", "label", "has_header", "labels", "regression",
-              "metrics", "headline", "train_size", "aliases"}
+_BOOL = (bool, None, "true or false")
+_SPEC_KEYS = {  # key -> (its JSON type, its items' type, what the error asks for); TaskSpec checks the columns
+    "name": (str, None, "a string"), "files": (dict, str, "an object {split: file name}"), "text_a": None,
+    "text_b": None, "label": None, "has_header": _BOOL, "regression": _BOOL,
+    "labels": (list, (str, int), "a list of label strings"), "metrics": (list, str, "a list of metric names"),
+    "headline": (str, None, "a metric name"), "train_size": (int, None, "a positive integer"),
+    "aliases": (list, str, "a list of names"), "label_range": (list, (int, float), "[low, high]")}
 
 
 def load_task_spec(path) -> TaskSpec:
     """A TaskSpec from a JSON file. Keys: name, files {split: path} (relative to the JSON file's folder),
     text_a, text_b (optional), label (column names when has_header, the default, else indices), then
     either labels [strings] or "regression": true; optional metrics (default accuracy, or pearson +
-    spearman for regression), headline (default the first metric), train_size, aliases."""
+    spearman for regression), headline (default the first metric), train_size, aliases, label_range
+    [low, high] (regression: a score outside it is a bad line). Names are letters, digits, '-', '_'."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(read_text(path))
     except FileNotFoundError:
         raise FileNotFoundError(f"task spec {path} not found") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object with keys {sorted(_SPEC_KEYS)}")
-    unknown = set(raw) - _SPEC_KEYS
+    unknown = set(raw) - set(_SPEC_KEYS)
     missing = {"name", "files", "text_a", "label"} - set(raw)
     if unknown or missing:
         problem = f"unknown keys {sorted(unknown)}" if unknown else f"missing keys {sorted(missing)}"
         raise ValueError(f"{path}: {problem}; allowed: {sorted(_SPEC_KEYS)}")
-    regression = bool(raw.get("regression", False))
+    for key, (kind, item, what) in ((k, rule) for k, rule in _SPEC_KEYS.items() if rule and k in raw):
+        if type(raw[key]) is not kind or item and not all(isinstance(x, item) for x in (
+                raw[key].values() if kind is dict else raw[key])):
+            raise ValueError(f"{path}: \"{key}\" must be {what}, got {json.dumps(raw[key])}")
+    regression = raw.get("regression", False)
     if regression == ("labels" in raw):
         raise ValueError(f"{path}: give either \"labels\": [...] (classification) or \"regression\": true")
-    if not isinstance(raw["files"], dict):
-        raise ValueError(f"{path}: \"files\" must map split names to file paths, e.g. {{\"train\": \"train.tsv\"}}")
     metrics = tuple(raw.get("metrics", ["pearson", "spearman"] if regression else ["accuracy"]))
     if not metrics:
         raise ValueError(f"{path}: \"metrics\" is empty; name at least one of {sorted(METRICS)}")
@@ -183,7 +203,7 @@ def load_task_spec(path) -> TaskSpec:
             name=raw["name"], dirname=path.parent.name,
             files={split: str((path.parent / f).resolve()) for split, f in raw["files"].items()},
             text_a=raw["text_a"], text_b=raw.get("text_b"), label=raw["label"],
-            has_header=bool(raw.get("has_header", True)),
+            has_header=raw.get("has_header", True), label_range=tuple(raw.get("label_range", ())) or None,
             labels=None if regression else tuple(str(x) for x in raw["labels"]),
             metrics=metrics, headline=raw.get("headline", metrics[0]),
             train_size=raw.get("train_size"), aliases=tuple(raw.get("aliases", ())))
@@ -205,6 +225,17 @@ class Examples:
         return len(self.text_a)
 
 
+def read_text(path, encoding: str = "utf-8-sig") -> str:
+    """A UTF-8 file's text (utf-8-sig: a leading byte-order mark dropped); ValueError naming the file and
+    line of a byte that is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8") from None
+
+
 def split_path(spec: TaskSpec, data_dir, split: str) -> Path:
     if split not in spec.files:
         raise ValueError(f"task {spec.name} has no split {split!r}; it has {list(spec.files)}")
@@ -222,19 +253,21 @@ def _resolve(column: Column, header: Optional[list], n_fields: int, path: Path) 
 
 
 def read_split(spec: TaskSpec, data_dir, split: str) -> Examples:
-    """Read one split of a task. A line with the wrong number of fields or an unknown label is skipped
-    and counted, with one warning naming the file and the first line numbers; more than 1% of such
-    lines raises ValueError (the file does not match the spec)."""
+    """Read one split of a task. A line with the wrong number of fields, an unknown label or a score
+    outside the task's label_range is skipped and counted, with one warning naming the file and the
+    first line numbers; more than 1% of such lines raises ValueError (the file does not match the spec)."""
     path = split_path(spec, data_dir, split)
     if not path.is_file():
-        if spec.name in {t.name for t in GLUE_TASKS}:
+        if path.is_dir():
+            how = "a folder is there, not a file: move it away and put the tab-separated file in its place"
+        elif spec.name in {t.name for t in GLUE_TASKS}:
             how = (f"run `python tools/download_glue.py --tasks {spec.name} --data-dir {data_dir}`, or put the "
                    f"official GLUE files in {path.parent}/")
         else:
             how = f"put the file there or fix \"files\" in the task spec of {spec.name}"
         raise FileNotFoundError(f"{spec.name} {split} file not found: {path}; {how}")
     # Split on "\n" only: str.splitlines would also break lines at \x0b, \x1c, \u2028, ... inside text.
-    lines = path.read_bytes().decode("utf-8-sig").split("\n")
+    lines = read_text(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the newline that ends the last line
     rows = [line.rstrip("\r").split("\t") for line in lines]
@@ -247,6 +280,7 @@ def read_split(spec: TaskSpec, data_dir, split: str) -> Examples:
     a, b, y = (None if c is None else _resolve(c, header, n_fields, path)
                for c in (spec.text_a, spec.text_b, spec.label))
     label_ids = None if spec.is_regression else {s: i for i, s in enumerate(spec.labels)}
+    low, high = spec.label_range or (-np.inf, np.inf)
 
     text_a, text_b, labels, bad = [], [], [], []
     for line_no, fields in enumerate(rows[first:], start=first + 1):
@@ -261,7 +295,7 @@ def read_split(spec: TaskSpec, data_dir, split: str) -> Examples:
                 label = float(raw_label)
             except ValueError:
                 label = None
-            label = label if label is not None and np.isfinite(label) else None
+            label = label if label is not None and np.isfinite(label) and low <= label <= high else None
         if label is None:
             bad.append(line_no)
             continue
@@ -272,7 +306,7 @@ def read_split(spec: TaskSpec, data_dir, split: str) -> Examples:
 
     n_rows = len(rows) - first
     if bad:
-        message = (f"{path}: skipped {len(bad)} of {n_rows} lines (wrong number of fields or unknown label), "
+        message = (f"{path}: skipped {len(bad)} of {n_rows} lines (wrong field count, unknown label or bad score), "
                    f"lines {', '.join(map(str, bad[:5]))}{', ...' if len(bad) > 5 else ''}")
         if len(bad) > MAX_BAD_FRACTION * n_rows:
             raise ValueError(f"{message}: more than {MAX_BAD_FRACTION:.0%} bad, so the file does not match "

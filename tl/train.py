@@ -27,11 +27,17 @@ Invariants, tested:
 
 DDP (`torchrun`): every rank takes its rows of each global batch (`tl.sampling.shard`), weighted as
 above; one all-reduce of a flat buffer sums the gradients (also of heads some rank did not use), so
-N processes compute the run of one process (tested to 1e-5). Dev predictions are split over the ranks
-and summed back. Only rank 0 writes files. Dropout draws differ per rank (seed + rank).
+without dropout N processes compute the run of one process (tested to 1e-5); with it, each rank draws
+its own masks (seed + rank), so the runs are alike in distribution, not equal. Dev predictions are split
+over the ranks and summed back. Only rank 0 writes files.
 
 `--compile` wraps each Transformer layer in `torch.compile(dynamic=True)`: the layers are where the
-time goes, and their token count changes with every batch (dynamic shapes, one compilation).
+time goes, and their token count changes with every batch (dynamic shapes, one compilation). On CUDA
+every batch is padded to a multiple of 8 tokens (`pad_multiple`), which compiled attention's mask needs.
+
+A skipped step (a non-finite loss; fp16: gradients that overflow the loss scale) is not a step: the
+same batch is tried again, the schedule waiting; `max_nonfinite` in a row (fp16: down to a loss scale
+of 1) end the run.
 
 Imports tl.cli, tl.data, tl.heads, tl.metrics, tl.model, tl.runs, tl.sampling.
 """
@@ -43,6 +49,7 @@ import pickle
 import random
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -56,7 +63,7 @@ from tl.data import collate
 from tl.heads import MultiTaskModel
 from tl.metrics import compute_metrics, headline_score
 from tl.model import Encoder
-from tl.runs import append_log, fresh_dir, read_json, resolve_dir, swap_dir, truncate_log, write_json
+from tl.runs import append_log, fresh_dir, read_json, resolve_dir, swap_dir, write_json, write_log, writing
 from tl.sampling import PROTOCOLS, SAMPLERS, SCHEDULES, MultiTaskSampler, shard, task_weights
 
 CHECKPOINT_FORMAT = 2  # 2: loop state in state.json, optim.pt loadable with weights_only, no scheduler
@@ -77,9 +84,10 @@ class TrainSettings:
     lr: float = arg(2e-5, "peak learning rate of AdamW")
     weight_decay: float = arg(0.0, "AdamW weight decay (biases and LayerNorm excluded)")
     warmup_ratio: float = arg(0.0, "fraction of the schedule spent warming the learning rate up")
-    max_grad_norm: float = arg(1.0, "clip the gradient norm to this")
-    precision: str = arg("auto", "fp32, bf16 or fp16 (with a gradient scaler); auto: bf16 on CUDA where "
-                         "supported, else fp16 there, fp32 on CPU", choices=PRECISIONS)
+    max_grad_norm: float = arg(1.0, "clip the gradient norm to this; inf: no clipping")
+    precision: str = arg("auto", "fp32, bf16 or fp16 (with a gradient scaler); auto: bf16 on GPUs with native "
+                         "bf16 (compute capability 8.0 on: A100, H100), else fp16 there, fp32 on CPU",
+                         choices=PRECISIONS)
     protocol: str = arg("tl", "tl (fair epochs, every example weighs the same, schedule over the actual steps) "
                         "or authors (their code's epochs, per-task mean losses, schedule from the first epoch)")
     evals_per_epoch: int = arg(2, "dev evaluations per epoch (the paper: every half epoch)")
@@ -92,7 +100,8 @@ class TrainSettings:
     temperature: float = arg(2.0, "T of the temperature sampler (weights ~ size^(1/T))")
     length_pool: int = arg(0, "batches pooled for length sorting; 0: the whole epoch for one task (tl), else 1")
     save_every: int = arg(0, "also write a resume checkpoint every N steps; 0: at each evaluation only")
-    max_nonfinite: int = arg(5, "consecutive non-finite losses (fp32/bf16) before the run fails")
+    max_nonfinite: int = arg(5, "consecutive skipped steps before the run fails (a non-finite loss; fp16: "
+                             "non-finite gradients at a loss scale <= 1)")
     keep_best: tuple = ()  # tasks whose best model is written to best/ (best/<TASK>/ when several)
     keep_checkpoint: bool = arg(False, "keep checkpoint/ (model + optimizer state, for resuming) once the run "
                                 "is complete; by default it is deleted and best/ stays")
@@ -100,8 +109,21 @@ class TrainSettings:
     compile: bool = arg(False, "torch.compile the encoder's layers (dynamic shapes; the first steps are slow)")
 
     def __post_init__(self):
-        if self.batch_size <= 0:
-            raise ValueError(f"--batch-size must be positive, got {self.batch_size}")
+        inf = math.inf  # NaN fails every comparison, so it fails here too
+        rules = {"batch_size": (self.batch_size > 0, "positive"), "max_steps": (self.max_steps >= 0, ">= 0"),
+                 "epochs": (0 <= self.epochs < inf, "finite and >= 0"), "lr": (0 < self.lr <= 1, "in (0, 1]"),
+                 "weight_decay": (0 <= self.weight_decay < inf, "finite and >= 0"),
+                 "warmup_ratio": (0 <= self.warmup_ratio < 1, "in [0, 1)"),
+                 "max_grad_norm": (self.max_grad_norm > 0, "> 0 (inf: no clipping)"),
+                 "evals_per_epoch": (self.evals_per_epoch > 0, "positive"),
+                 "eval_batch_size": (self.eval_batch_size > 0, "positive"),
+                 "early_stopping": (self.early_stopping >= 0, ">= 0 (0: off)"),
+                 "temperature": (0 < self.temperature < inf, "finite and > 0"),
+                 "length_pool": (self.length_pool >= 0, ">= 0"), "save_every": (self.save_every >= 0, ">= 0"),
+                 "max_nonfinite": (self.max_nonfinite > 0, "positive")}  # flag: (valid, what it must be)
+        for name, (ok, rule) in rules.items():
+            if not ok:
+                raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
         if self.micro_batch < 0 or (self.micro_batch and self.batch_size % self.micro_batch):
             raise ValueError(
                 f"--micro-batch {self.micro_batch} must divide --batch-size {self.batch_size} "
@@ -114,10 +136,6 @@ class TrainSettings:
                 raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ValueError("set --epochs > 0 or --max-steps > 0")
-        if self.evals_per_epoch <= 0:
-            raise ValueError(f"--evals-per-epoch must be positive, got {self.evals_per_epoch}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
 @dataclass
@@ -158,6 +176,21 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
+def pad_multiple(device: torch.device) -> int:
+    """Batches on CUDA are padded to a multiple of 8 tokens (padding the encoder drops): tensor cores'
+    tile, and the mask alignment that compiled attention needs (Inductor: "attn_bias is not correctly
+    aligned"). On CPU a batch stays as long as its longest row."""
+    return 8 if device.type == "cuda" else 1
+
+
+def clock(device: torch.device) -> float:
+    """time.perf_counter() once `device` has done the work queued on it (CUDA runs asynchronously, so the
+    optimizer step would otherwise count in the next interval, and evaluation's time in training's)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def loss_weights(task_ids: np.ndarray, n_tasks: int, protocol: str) -> np.ndarray:
     """(n_tasks,) the loss weight of one row of each task in a global batch `task_ids` (B,), so that
     the step's loss is sum over rows of weight[task] * loss_row. tl: 1/B, every example the same
@@ -183,7 +216,8 @@ def predict(model: MultiTaskModel, task: int, split, device, amp_dtype, batch_si
     out = np.zeros(len(split.lengths), dtype=np.float64)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = to_device(collate([split], np.zeros(len(idx), dtype=np.int64), idx, pad_id), device)
+        batch = collate([split], np.zeros(len(idx), dtype=np.int64), idx, pad_id, pad_multiple(device))
+        batch = to_device(batch, device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
             hidden = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
             logits = model.heads[model.head_key(task)](model.features(hidden)).float()
@@ -223,15 +257,16 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskData], device, amp_dtype, ba
 def save_model(model: MultiTaskModel, final: Path, state: dict, tokenizer=None, optim: dict | None = None) -> None:
     """Folder `final`: the encoder (Hugging Face layout), heads, tokenizer, `optim.pt` when given and
     `state.json`, written into `final.tmp` and swapped into place (tl/runs.py)."""
-    tmp = fresh_dir(final.with_name(final.name + ".tmp"))
-    model.encoder.save_pretrained(tmp)
-    model.save_heads(tmp)
-    if tokenizer is not None:
-        tokenizer.save(tmp)
-    if optim is not None:
-        torch.save(optim, tmp / "optim.pt")
-    write_json(tmp / "state.json", state)
-    swap_dir(tmp, final)
+    with writing(final):  # disk full, read-only: one line naming the folder
+        tmp = fresh_dir(final.with_name(final.name + ".tmp"))
+        model.encoder.save_pretrained(tmp)
+        model.save_heads(tmp)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        if optim is not None:
+            torch.save(optim, tmp / "optim.pt")
+        write_json(tmp / "state.json", state)
+        swap_dir(tmp, final)
 
 
 def _rng_state() -> dict:
@@ -239,7 +274,7 @@ def _rng_state() -> dict:
     name, key, pos, has_gauss, gauss = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss],
              "python": list(random.getstate())}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # a run that used CUDA (asking a CPU run's would start CUDA on every GPU)
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -250,8 +285,12 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state((name, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("cuda", []) if torch.cuda.is_available() else []
+    if len(saved) > torch.cuda.device_count():  # resumed on a host that sees fewer GPUs
+        warnings.warn(f"the checkpoint holds the CUDA RNG states of {len(saved)} GPUs, {torch.cuda.device_count()} "
+                      f"visible here: restored those; dropout draws will differ from the uninterrupted run")
+    for i, cuda in enumerate(saved[: torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(cuda, i)
 
 
 def seed_everything(seed: int) -> None:
@@ -270,7 +309,8 @@ def save_checkpoint(run_dir: Path, model, optimizer, scaler, state: LoopState, s
         dist.all_gather_object(rngs, _rng_state())
     if rank == 0:
         save_model(model, run_dir / "checkpoint",
-                   {"format_version": CHECKPOINT_FORMAT, **asdict(state), "settings": asdict(settings)},
+                   {"format_version": CHECKPOINT_FORMAT, **asdict(state), "settings": asdict(settings),
+                    "precision": run_precision(model, settings)},
                    optim={"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng_ranks": rngs})
 
 
@@ -285,11 +325,14 @@ def save_best(run_dir: Path, model, tokenizer, task: str, state: LoopState, sett
 
 def resume(run_dir: Path, model, optimizer, scaler, settings: TrainSettings) -> LoopState | None:
     """Load checkpoint/ of `run_dir` into the model, optimizer and scaler, restore this rank's RNG and
-    return the loop state; None when there is no checkpoint (a fresh run)."""
+    return the loop state; None when there is no checkpoint (a fresh run, whose folder it makes)."""
+    if dist_info()[0] == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
     found = resolve_dir(run_dir / "checkpoint")
     if found is None:
+        write_log(run_dir / "log.jsonl", [])  # lines of an attempt killed before its first checkpoint
         return None
-    saved = read_json(found / "state.json")
+    saved = read_json(found / "state.json", f"delete {found} to start the run again from step 0")
     if saved.get("format_version") != CHECKPOINT_FORMAT:
         raise ValueError(f"{found}: checkpoint format {saved.get('format_version')}, this tl reads "
                          f"{CHECKPOINT_FORMAT}; delete {run_dir} to start again")
@@ -298,16 +341,23 @@ def resume(run_dir: Path, model, optimizer, scaler, settings: TrainSettings) -> 
     if diff:
         shown = ", ".join(f"{k} {saved['settings'].get(k)!r} vs {now[k]!r}" for k in diff[:4])
         raise ValueError(f"{found}: checkpoint from other settings ({shown}); delete {run_dir} to start again")
+    precision, before = run_precision(model, settings), saved.get("precision")  # None: written before tl recorded it
+    if before not in (None, precision):  # "auto" resolves by device: a CPU run resumed on a GPU would switch
+        where = "--device cpu" if before == "fp32" else f"a GPU {'with' if before == 'bf16' else 'without'} native bf16"
+        raise ValueError(f"{found}: checkpoint trained in {before}, --precision {settings.precision} gives {precision} "
+                         f"here; resume it where it ran ({where}) or delete {run_dir} to start again")
     try:  # tensors and plain values only: a file that would run code is refused, unread
         extra = torch.load(found / "optim.pt", weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{found / 'optim.pt'}: refused, not a checkpoint of tensors and plain values ({first}); "
-                         f"delete {run_dir} to start that run again") from None
+        why = "refused, not tensors and plain values" if isinstance(e, pickle.UnpicklingError) else "truncated or damaged"
+        raise ValueError(f"{found / 'optim.pt'}: {why} ({first}); delete {found} to start the run again "
+                         f"from step 0") from None
     model.encoder.load_state_dict(Encoder.from_pretrained(found).state_dict())
     model.load_heads(found)
     optimizer.load_state_dict(extra["optimizer"])
-    scaler.load_state_dict(extra["scaler"])
+    if extra["scaler"]:  # empty: saved without a gradient scaler (not fp16); an fp16 run then starts a fresh one
+        scaler.load_state_dict(extra["scaler"])
     rank, world = dist_info()
     rngs = extra["rng_ranks"]
     if len(rngs) != world and world > 1:
@@ -315,7 +365,7 @@ def resume(run_dir: Path, model, optimizer, scaler, settings: TrainSettings) -> 
     _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
     state = LoopState(**{f.name: saved[f.name] for f in fields(LoopState)})
     if rank == 0:
-        truncate_log(run_dir / "log.jsonl", state.step)
+        write_log(run_dir / "log.jsonl", state.history)  # drops lines after the checkpoint, and a torn one
         print(f"resuming {run_dir.name} from step {state.step} (epoch {state.epoch}, step {state.position} in it)",
               flush=True)
     return state
@@ -373,10 +423,20 @@ def learning_rate(settings: TrainSettings, state: LoopState, n: int) -> float:
     return settings.lr * linear_factor(max(parts), settings.warmup_ratio)
 
 
+def run_precision(model: torch.nn.Module, settings: TrainSettings) -> str:
+    """fp32, bf16 or fp16: `settings.precision` resolved on the device of `model` (saved in checkpoints)."""
+    dtype = resolve_precision(settings.precision, next(model.parameters()).device)
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def resolve_precision(precision: str, device) -> torch.dtype:
+    """The autocast dtype. auto: fp32 on CPU; on CUDA bf16 where the run's own GPU has it natively (compute
+    capability 8.0 on: Ampere, Hopper), else fp16 with the gradient scaler. Not is_bf16_supported(),
+    which asks the current device and counts emulated bf16 (V100, T4: slow, and no fused attention)."""
+    device = torch.device(device)
     if precision == "auto":
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
         return torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
@@ -404,7 +464,7 @@ def allreduce_grads(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
         n = p.numel()
         p.grad = g.copy_(flat[offset : offset + n].view_as(g)) if n_used else None
         offset += n
-    return flat[-1]
+    return flat[-1].clone()  # not a view: the flat buffer (a copy of every gradient) is freed here
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,6 +473,8 @@ def allreduce_grads(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
 
 def setup_sampler(tasks: list[TaskData], settings: TrainSettings, anchor: str | None) -> MultiTaskSampler:
     """The sampler of the run's epochs (tl/sampling.py), under the run's protocol."""
+    if settings.batch_size % dist_info()[1]:
+        raise ValueError(f"--batch-size {settings.batch_size} must be divisible by the {dist_info()[1]} processes")
     if settings.sampler == "auto" and len(tasks) > 1:
         raise ValueError("--sampler auto is resolved by the recipe (tl/recipes.py) for a protocol and mode; "
                          "fit needs a sampler for several tasks")
@@ -435,6 +497,9 @@ def setup_model(model: MultiTaskModel, settings: TrainSettings, device: torch.de
         for p in model.parameters():  # identical start on every rank
             dist.broadcast(p.data, 0)
     if settings.compile:
+        # the layers share one code object, and (padded or not) x (train or eval) x (one row or more) are
+        # 8 graphs: dynamo's default limit, past which it would run eager without a word
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
         for layer in model.encoder.encoder["layer"]:
             layer.compile(dynamic=True)  # in place: parameter names (and checkpoints) stay as they are
 
@@ -468,13 +533,14 @@ def train_step(model, optimizer, scaler, splits: list, rows: tuple, weights: np.
                settings: TrainSettings, device, amp_dtype, pad_id: int) -> float:
     """One optimizer step on this rank's `rows` (task_ids, example_ids) of a global batch, each row's
     loss weighted by `weights[task]` (`loss_weights`): micro-batches under autocast, backward, the
-    all-reduce of DDP, unscale (fp16), clip, step, zero_grad. Returns the step's loss (all ranks)."""
+    all-reduce of DDP, unscale (fp16), clip, step, zero_grad. Returns the step's loss (all ranks). A step
+    skipped for a non-finite loss or (fp16) gradient leaves `state.nonfinite` > 0 and moved nothing."""
     task_ids, example_ids = rows
     micro = settings.micro_batch or settings.batch_size
     loss_sum = torch.zeros((), device=device)
     for start in range(0, len(task_ids), micro):
         part = slice(start, start + micro)
-        batch = collate(splits, task_ids[part], example_ids[part], pad_id)
+        batch = collate(splits, task_ids[part], example_ids[part], pad_id, pad_multiple(device))
         state.timing["examples"] += len(batch["labels"])
         state.timing["tokens"] += int(batch["attention_mask"].sum())
         batch = to_device(batch, device)
@@ -486,21 +552,26 @@ def train_step(model, optimizer, scaler, splits: list, rows: tuple, weights: np.
     if dist_info()[1] > 1:
         loss_sum = allreduce_grads(model, loss_sum)
     loss = float(loss_sum)
-    if not math.isfinite(loss) and not scaler.is_enabled():
-        # fp16 overflows are the scaler's business (it skips the step); elsewhere a NaN is a fault
-        state.nonfinite += 1
-        optimizer.zero_grad(set_to_none=True)
-        warnings.warn(f"step {state.step + 1}: non-finite loss {loss}; step skipped ({state.nonfinite} in a row)")
-        if state.nonfinite >= settings.max_nonfinite:
-            raise FloatingPointError(f"{state.nonfinite} non-finite losses in a row at step {state.step + 1}: "
-                                     f"lower --lr, or use --precision fp32")
-        return loss
-    state.nonfinite = 0
-    scaler.unscale_(optimizer)  # these three are plain optimizer.step() when the scaler is disabled
-    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-    scaler.step(optimizer)
-    scaler.update()
+    scale = scaler.get_scale()  # 1.0 without a scaler
+    if math.isfinite(loss) or scaler.is_enabled():
+        scaler.unscale_(optimizer)  # these four are plain clip and optimizer.step() when the scaler is disabled
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+        scaler.step(optimizer)  # fp16: skipped when a gradient is not finite, and the scale halves
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    if math.isfinite(loss) and scaler.get_scale() >= scale:
+        state.nonfinite = 0
+        return loss
+    # skipped: fit tries the same batch again, the schedule waiting. fp16 overflows are routine (the
+    # scale halves until the gradients fit); one at a scale of 1 or less, or any elsewhere, is a fault
+    state.nonfinite += 1
+    if not scaler.is_enabled():
+        warnings.warn(f"step {state.step + 1}: non-finite loss {loss}; skipped, the batch again "
+                      f"({state.nonfinite} in a row)")
+    if state.nonfinite >= settings.max_nonfinite and scale <= 1:
+        what = f"gradients (fp16, down to loss scale {scale:g})" if scaler.is_enabled() else "losses"
+        raise FloatingPointError(f"{state.nonfinite} steps in a row skipped for non-finite {what} at step "
+                                 f"{state.step + 1}: lower --lr, or use --precision fp32")
     return loss
 
 
@@ -558,6 +629,16 @@ def summarize(state: LoopState, tasks: list[TaskData], first: tuple | None, step
 # the loop
 
 
+@contextmanager
+def says_step(state: LoopState):
+    """A KeyboardInterrupt (Ctrl-C; SIGTERM under tl.runs.interruptible) inside fit's loop is raised
+    again saying the step it stopped at, which tools/train.py prints."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted at step {state.step}") from None
+
+
 def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, run_dir: Path, *,
         device: torch.device | str = "cpu", pad_id: int = 0, tokenizer=None, record: dict | None = None,
         anchor: str | None = None) -> dict:
@@ -569,10 +650,6 @@ def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, r
     the task one pass over which makes an epoch under protocol tl (pairwise runs: the target)."""
     device, run_dir = torch.device(device), Path(run_dir)
     rank, world = dist_info()
-    if settings.batch_size % world:
-        raise ValueError(f"--batch-size {settings.batch_size} must be divisible by the {world} processes")
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
     amp_dtype = resolve_precision(settings.precision, device)
     names, splits = [t.spec.name for t in tasks], [t.train for t in tasks]
     sampler = setup_sampler(tasks, settings, anchor)
@@ -580,58 +657,63 @@ def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, r
     optimizer = make_optimizer(model, settings, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # one path for every precision
     state = resume(run_dir, model, optimizer, scaler, settings) or LoopState(examples_seen={n: 0 for n in names})
-    bar = tqdm(initial=state.step, desc=run_dir.name, disable=not (settings.progress and rank == 0), dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (no cursor codes in logs; evaluations still print)
+    bar = tqdm(initial=state.step, desc=run_dir.name, disable=None if settings.progress and rank == 0 else True,
+               dynamic_ncols=True)
     # this call's first step is timed apart: it pays one-time costs (the optimizer's state, first
     # touches of memory) that a long run spreads over thousands of steps
     batches, first, start = None, None, (state.step, state.timing["examples"], state.timing["tokens"])
-    t0 = time.perf_counter()
-    while True:
-        if batches is None:
-            batches = start_epoch(sampler, state, tasks, settings)
-            bar.total = state.step + math.ceil(max(0.0, settings.epochs - state.epoch) * len(batches)) - state.position
-        n = len(batches)
-        lr = learning_rate(settings, state, n)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        task_ids, example_ids = batches[state.position]
-        weights = loss_weights(task_ids, len(tasks), settings.protocol)  # from the global batch
-        loss = train_step(model, optimizer, scaler, splits, shard(task_ids, example_ids, rank, world), weights,
-                          state, settings, device, amp_dtype, pad_id)
-        epochs_done, at_eval, over = advance(state, task_ids, names, n, settings)
-        if state.position == n:  # epoch over: the sampler's state now is where the next one starts
-            state.epoch, state.position, state.sampler_state, batches = state.epoch + 1, 0, sampler.state_dict(), None
-        if first is None:
-            first = (time.perf_counter() - t0, state.timing["examples"] - start[1], state.timing["tokens"] - start[2])
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+    t0 = clock(device)
+    with says_step(state):  # Ctrl-C, or SIGTERM under the tools: "interrupted at step N"
+        while True:
+            if batches is None:
+                batches = start_epoch(sampler, state, tasks, settings)
+                bar.total = state.step + math.ceil(max(0.0, settings.epochs - state.epoch) * len(batches)) - state.position
+            n = len(batches)
+            lr = learning_rate(settings, state, n)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            task_ids, example_ids = batches[state.position]
+            weights = loss_weights(task_ids, len(tasks), settings.protocol)  # from the global batch
+            loss = train_step(model, optimizer, scaler, splits, shard(task_ids, example_ids, rank, world), weights,
+                              state, settings, device, amp_dtype, pad_id)
+            if state.nonfinite:  # skipped (train_step): the same batch again, the schedule waiting
+                continue
+            epochs_done, at_eval, over = advance(state, task_ids, names, n, settings)
+            if state.position == n:  # epoch over: the sampler's state now is where the next one starts
+                state.epoch, state.position, state.sampler_state, batches = state.epoch + 1, 0, sampler.state_dict(), None
+            if first is None:
+                first = (clock(device) - t0, state.timing["examples"] - start[1], state.timing["tokens"] - start[2])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
 
-        if at_eval or over or (settings.save_every and state.step % settings.save_every == 0):
-            state.timing["train_seconds"] += time.perf_counter() - t0
-            if at_eval or over:
-                dev = evaluate(model, tasks, device, amp_dtype, settings.eval_batch_size, pad_id)
-                entry = {"step": state.step, "epoch": round(epochs_done, 4), "train_loss": loss, "lr": lr,
-                         "weights": sampler.weights, "dev": dev}
-                finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
-                for name in record_evaluation(state, entry, names, finite):
-                    if name in settings.keep_best:
-                        save_best(run_dir, model, tokenizer, name, state, settings)
-                if rank == 0:
-                    append_log(run_dir / "log.jsonl", entry)
-                    bar.write(f"step {state.step} epoch {entry['epoch']:.2f} loss {loss:.4f} | "
-                              + " ".join(f"{n} {dev[n]['score']:.2f}" for n in names))
-                if record is not None:
-                    write_json(run_dir / "record.json", {**record, "status": "running", "best": state.best,
-                                                         "score": state.best.get(names[0], {}).get("score"),
-                                                         "step": state.step})
-                if not over and settings.early_stopping and state.stale >= settings.early_stopping:
-                    over = True
+            if at_eval or over or (settings.save_every and state.step % settings.save_every == 0):
+                state.timing["train_seconds"] += clock(device) - t0
+                if at_eval or over:
+                    dev = evaluate(model, tasks, device, amp_dtype, settings.eval_batch_size, pad_id)
+                    entry = {"step": state.step, "epoch": round(epochs_done, 4), "train_loss": loss, "lr": lr,
+                             "weights": sampler.weights, "dev": dev}
+                    finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+                    for name in record_evaluation(state, entry, names, finite):
+                        if name in settings.keep_best:
+                            save_best(run_dir, model, tokenizer, name, state, settings)
                     if rank == 0:
-                        bar.write(f"early stopping: no better {names[0]} score in {state.stale} evaluations")
-            if not over or settings.keep_checkpoint:  # the last one would be deleted at once
-                save_checkpoint(run_dir, model, optimizer, scaler, state, settings)
-            t0 = time.perf_counter()
-        if over:
-            break
+                        append_log(run_dir / "log.jsonl", entry)
+                        bar.write(f"step {state.step} epoch {entry['epoch']:.2f} loss {loss:.4f} | "
+                                  + " ".join(f"{n} {dev[n]['score']:.2f}" for n in names))
+                    if record is not None:
+                        write_json(run_dir / "record.json", {**record, "status": "running", "best": state.best,
+                                                             "score": state.best.get(names[0], {}).get("score"),
+                                                             "step": state.step})
+                    if not over and settings.early_stopping and state.stale >= settings.early_stopping:
+                        over = True
+                        if rank == 0:
+                            bar.write(f"early stopping: no better {names[0]} score in {state.stale} evaluations")
+                if not over or settings.keep_checkpoint:  # the last one would be deleted at once
+                    save_checkpoint(run_dir, model, optimizer, scaler, state, settings)
+                t0 = clock(device)
+            if over:
+                break
     bar.close()
     if world > 1:
         dist.barrier()  # rank 0's files (best/, checkpoint/) are complete before any rank reads them

@@ -15,7 +15,11 @@ can also be set with TL_GLUE_BASE_URL.
 
 Nothing half-written is ever left where a reader would take it for data: a download grows in
 `<name>.part` (kept for resuming only while its bytes may still be right), an archive is unpacked in a
-temporary folder and moved into place only when complete, and a file is written as temp + os.replace.
+temporary folder and moved into place only when complete, and a file is written as temp + os.replace;
+a failure removes its temporary files. A bad input is one line naming the file (by its URL, or the
+--from file) and line where there is one: a truncated zip, a malformed MRPC source, a checksum
+mismatch. A download that fails its check is deleted; a file of the user's (--from) is never touched.
+A host name that does not resolve fails at once (tl.hub does not retry it).
 """
 import os
 import shutil
@@ -23,6 +27,7 @@ import stat
 import sys
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
@@ -30,8 +35,8 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl.cli import ArgumentParser  # noqa: E402
-from tl.hub import check_sha256, download  # noqa: E402
-from tl.tasks import GLUE_TASKS, TaskSpec, get_task  # noqa: E402
+from tl.hub import download, sha256_file  # noqa: E402
+from tl.tasks import GLUE_TASKS, TaskSpec, get_task, read_text  # noqa: E402
 
 GLUE_HOST = "https://dl.fbaipublicfiles.com"
 
@@ -85,47 +90,61 @@ def _unsafe_member(info: zipfile.ZipInfo) -> Optional[str]:
 
 def safe_extract_zip(archive, dest) -> None:
     """Extract `archive` into the folder `dest`, refusing (before writing anything) any member with an
-    absolute path, a '..' component or a symbolic link, which could write outside `dest`."""
-    with zipfile.ZipFile(archive) as z:
-        for info in z.infolist():
-            why = _unsafe_member(info)
-            if why:
-                raise ValueError(f"{archive}: refusing to extract member {info.filename!r} ({why})")
-        z.extractall(dest)
+    absolute path, a '..' component or a symbolic link, which could write outside `dest`. ValueError
+    naming the archive when it is truncated or damaged."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                why = _unsafe_member(info)
+                if why:
+                    raise ValueError(f"{archive}: refusing to extract member {info.filename!r} ({why})")
+            z.extractall(dest)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise ValueError(f"{archive}: not a complete zip archive, truncated or damaged ({e})") from None
 
 
 def build_mrpc(train_txt, dev_ids_tsv, out_dir, test_txt=None) -> None:
     """MRPC's train.tsv / dev.tsv (/ test.tsv) exactly as GLUE's `download_glue_data.py` `format_mrpc`
     writes them: the header line copied (UTF-8 BOM kept), then each row split into `label, id1, id2,
     s1, s2` (`row.strip().split('\\t')`) and re-joined with tabs and '\\n'; a row goes to dev.tsv when
-    [id1, id2] is in dev_ids.tsv, otherwise to train.tsv. test.tsv numbers its rows from 0."""
-    with open(dev_ids_tsv, encoding="utf-8") as f:
-        dev_ids = {tuple(row.strip().split("\t")) for row in f}
+    [id1, id2] is in dev_ids.tsv, otherwise to train.tsv. test.tsv numbers its rows from 0. ValueError
+    naming the file and line of a row without its 5 (dev_ids: 2) fields or of bytes that are not UTF-8."""
+    dev_ids = {tuple(row) for row in _source_rows(dev_ids_tsv, 2, header=False)[1]}
     out_dir = Path(out_dir)
-    train, dev = [], []
-    with open(train_txt, encoding="utf-8") as f:  # text mode: "\r\n" in the source reads as "\n"
-        header = f.readline()
-        for row in f:
-            label, id1, id2, s1, s2 = row.strip().split("\t")
-            (dev if (id1, id2) in dev_ids else train).append("\t".join((label, id1, id2, s1, s2)) + "\n")
+    header, rows = _source_rows(train_txt, 5)
+    train = ["\t".join(row) + "\n" for row in rows if tuple(row[1:3]) not in dev_ids]
+    dev = ["\t".join(row) + "\n" for row in rows if tuple(row[1:3]) in dev_ids]
     write_text_atomic(out_dir / "train.tsv", header + "".join(train))
     write_text_atomic(out_dir / "dev.tsv", header + "".join(dev))
     if test_txt is not None:
+        rows = _source_rows(test_txt, 5)[1]
         lines = ["index\t#1 ID\t#2 ID\t#1 String\t#2 String\n"]
-        with open(test_txt, encoding="utf-8") as f:
-            f.readline()
-            for index, row in enumerate(f):
-                _, id1, id2, s1, s2 = row.strip().split("\t")
-                lines.append(f"{index}\t{id1}\t{id2}\t{s1}\t{s2}\n")
+        lines += [f"{index}\t{id1}\t{id2}\t{s1}\t{s2}\n" for index, (_, id1, id2, s1, s2) in enumerate(rows)]
         write_text_atomic(out_dir / "test.tsv", "".join(lines))
+
+
+def _source_rows(path, n_fields: int, header: bool = True) -> tuple:
+    """(the header line, the rows as lists of fields) of an MRPC source file read as GLUE's script reads
+    it: text mode ("\r\n" and "\r" end lines), each line `strip()`ped and split at tabs."""
+    lines = read_text(path, "utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    rows = [line.strip().split("\t") for line in lines[header:]]
+    for line_no, fields in enumerate(rows, start=1 + header):
+        if len(fields) != n_fields:
+            raise ValueError(f"{path}, line {line_no}: {len(fields)} tab-separated fields, expected {n_fields}")
+    return (lines[0] + "\n" if header and lines else ""), rows
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full) leaves no .tmp behind
 
 
 def task_present(spec: TaskSpec, data_dir) -> bool:
@@ -153,44 +172,57 @@ def fetch_task(spec: TaskSpec, data_dir, sources: dict, base_url: Optional[str] 
     if task_present(spec, data_dir):
         return "present"
     data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{spec.dirname}-", dir=data_dir) as tmp:
-        tmp = Path(tmp)
-        staged = tmp / spec.dirname  # the task folder is assembled here, then moved into place
-        files = {}  # file name -> fetched path
-        if from_path is not None and task_present(spec, from_path):
-            shutil.copytree(Path(from_path) / spec.dirname, staged)
-            how = "imported"
-        else:
-            for name, source in sources.items():
-                if from_path is not None:
-                    local = _find_local(Path(from_path), spec, name)
-                    if local is None:
-                        raise FileNotFoundError(f"--from {from_path}: neither a {spec.dirname}/ folder with "
-                                                f"{', '.join(spec.files.values())} nor {name} found there")
-                    files[name] = tmp / name
-                    shutil.copyfile(local, files[name])
-                    check_sha256(files[name], source.sha256 if verify else None, str(local))
-                else:
-                    url = source.url
-                    if base_url and url.startswith(GLUE_HOST):
-                        url = base_url.rstrip("/") + url[len(GLUE_HOST):]
-                    # downloads live beside the data (not in tmp) so that a killed run can resume them
-                    files[name] = download(url, data_dir / ".downloads" / name, source.sha256 if verify else None,
-                                           retries=retries, backoff=backoff, progress=progress)
-            _install(spec, files, tmp, staged)
-            how = "imported" if from_path is not None else "downloaded"
-        if not task_present(spec, tmp):
-            raise ValueError(f"{spec.name}: the fetched files do not contain {', '.join(spec.files.values())}")
-        _move_into_place(staged, data_dir / spec.dirname, set(spec.files.values()))
-        if from_path is None:
-            for path in files.values():
-                path.unlink(missing_ok=True)
-            if (data_dir / ".downloads").is_dir() and not any((data_dir / ".downloads").iterdir()):
-                (data_dir / ".downloads").rmdir()
+    try:
+        with tempfile.TemporaryDirectory(prefix=f".{spec.dirname}-", dir=data_dir) as tmp:
+            return _assemble(spec, data_dir, Path(tmp), sources, base_url, from_path, verify,
+                             dict(retries=retries, backoff=backoff, progress=progress))
+    finally:  # nothing left behind on failure either: the temporary folder goes, and an empty .downloads
+        if (data_dir / ".downloads").is_dir() and not any((data_dir / ".downloads").iterdir()):
+            (data_dir / ".downloads").rmdir()
+
+
+def _assemble(spec: TaskSpec, data_dir: Path, tmp: Path, sources: dict, base_url, from_path, verify: bool,
+              how_to_download: dict) -> str:
+    """fetch_task's work, in the temporary folder `tmp`; `how_to_download`: tl.hub.download's options."""
+    staged = tmp / spec.dirname  # the task folder is assembled here, then moved into place
+    files, origins = {}, {}  # file name -> fetched path; -> where it came from (the user's file or the URL)
+    if from_path is not None and task_present(spec, from_path):
+        shutil.copytree(Path(from_path) / spec.dirname, staged)
+        how = "imported"
+    else:
+        for name, source in sources.items():
+            if from_path is not None:
+                local = _find_local(Path(from_path), spec, name)
+                if local is None:
+                    raise FileNotFoundError(f"--from {from_path}: neither a {spec.dirname}/ folder with "
+                                            f"{', '.join(spec.files.values())} nor {name} found there")
+                if verify and source.sha256 and sha256_file(local) != source.sha256:
+                    raise ValueError(f"{local}: sha256 differs from the official {name}'s; the file was kept as it "
+                                     "is: replace it with the official file (or --no-verify accepts it)")
+                files[name], origins[name] = tmp / name, str(local)
+                shutil.copyfile(local, files[name])
+            else:
+                url = source.url
+                if base_url and url.startswith(GLUE_HOST):
+                    url = base_url.rstrip("/") + url[len(GLUE_HOST):]
+                # downloads live beside the data (not in tmp) so that a killed run can resume them
+                files[name] = download(url, data_dir / ".downloads" / name, source.sha256 if verify else None,
+                                       **how_to_download)
+                origins[name] = url
+        _install(spec, files, tmp, staged, origins, kept=from_path is not None)
+        how = "imported" if from_path is not None else "downloaded"
+    if not task_present(spec, tmp):
+        raise ValueError(f"{spec.name}: the fetched files do not contain {', '.join(spec.files.values())}")
+    _move_into_place(staged, data_dir / spec.dirname, set(spec.files.values()))
+    if from_path is None:
+        for path in files.values():
+            path.unlink(missing_ok=True)
     return how
 
 
-def _install(spec: TaskSpec, files: dict, tmp: Path, staged: Path) -> None:
+def _install(spec: TaskSpec, files: dict, tmp: Path, staged: Path, origins: dict, kept: bool) -> None:
+    """Unpack the archives (or build MRPC) into `staged`. An error names each file by its origin (the
+    user's file, or the URL) and says what became of it: a user's file is kept, a download deleted."""
     try:
         if spec.name == "MRPC":
             staged.mkdir()
@@ -204,10 +236,13 @@ def _install(spec: TaskSpec, files: dict, tmp: Path, staged: Path) -> None:
             if not (tmp / "unpacked" / spec.dirname).is_dir():
                 raise ValueError(f"{spec.name}: archive {', '.join(files)} has no {spec.dirname}/ folder")
             os.replace(tmp / "unpacked" / spec.dirname, staged)
-    except (ValueError, zipfile.BadZipFile) as e:
-        for path in files.values():  # a bad archive is not worth resuming
-            path.unlink(missing_ok=True)
-        raise ValueError(str(e)) from e
+    except ValueError as e:
+        message = str(e)
+        for name, path in files.items():
+            path.unlink(missing_ok=True)  # a bad archive is not worth resuming; a user's file is a copy
+            message = message.replace(str(path), origins[name])
+        fate = "the file was kept as it is" if kept else "the download was deleted; run again to fetch it afresh"
+        raise ValueError(f"{message} ({fate})") from None
 
 
 def _move_into_place(staged: Path, target: Path, split_files: set) -> None:

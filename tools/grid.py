@@ -8,7 +8,8 @@
 
 Every run is `tools/train.py` with the same flags (the training flags below pass through), under the
 same run id in --results-dir, so complete runs are skipped and partial ones resumed; the run count
-of each plan is derived in docs/GRID.md. Exit status 1 when a run failed or was skipped.
+of each plan is derived in docs/GRID.md. Exit status 1 when a run failed or was skipped, 130 when
+stopped by Ctrl-C or SIGTERM (each worker's lock released, `interrupted` in grid-events.jsonl).
 """
 import argparse
 import sys
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl.cli import ArgumentParser, add_arguments, from_namespace  # noqa: E402
 from tl.recipes import RunConfig  # noqa: E402
-from tl.runs import check_writable  # noqa: E402
+from tl.runs import check_writable, interruptible  # noqa: E402
 from tl.study.plan import (GridConfig, dry_run, make_plan, parse_shard, plan_tasks, shard_runs,  # noqa: E402
                            train_counts)
 from tl.study.run import execute, slurm_script  # noqa: E402
@@ -40,14 +41,15 @@ def parse(argv):
     add_arguments(parser, GridConfig, "the grid")
     add_arguments(parser, RunConfig, "every run (as tools/train.py; --mode is chosen by the plan)")
     add_arguments(parser, TrainSettings, "training (as tools/train.py)")
-    # None = not given: --support-seeds then follows --seeds, and --mode is refused
-    parser.set_defaults(mode=None, support_seeds=None)
+    # None = not given: --mode is refused (the plan chooses). --support-seeds keeps tools/train.py's default,
+    # the paper's five whatever --seeds: a STILTs or dynamic run is the same run by hand and in a grid
+    parser.set_defaults(mode=None)
     args = parser.parse_args(glue_values(argv, ("--sbatch",)))
     try:
         if args.mode is not None:
             raise ValueError("--mode: the plan chooses the modes; restrict them with --methods")
         grid = from_namespace(GridConfig, args)
-        base = from_namespace(RunConfig, args, mode="mtl_all", support_seeds=args.support_seeds or args.seeds)
+        base = from_namespace(RunConfig, args, mode="mtl_all")
         settings = from_namespace(TrainSettings, args)
         if base.target_size or base.support_size:
             raise ValueError("--target-size/--support-size: the size plan sets them per run; choose them with "
@@ -77,8 +79,12 @@ def main(argv=None) -> int:
             print(dry_run(grid, base, settings, own, counts))
             return 0
         check_writable(results)
-        out = execute(plan, own, results, workers=grid.workers, poll=grid.poll, progress=settings.progress)
-    except (ValueError, FileNotFoundError, PermissionError) as e:
+        with interruptible():  # SIGTERM (a Slurm time limit) as Ctrl-C: workers stopped, locks released
+            out = execute(plan, own, results, workers=grid.workers, poll=grid.poll, progress=settings.progress)
+    except KeyboardInterrupt:
+        print("grid: interrupted; run the same command to resume", file=sys.stderr, flush=True)
+        return 130
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     owned = {r.run_id for r in own}

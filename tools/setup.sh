@@ -2,8 +2,8 @@
 # Set up tl in a virtual environment inside the checkout (.venv), then run the quickstart or the tests:
 # the README's two commands, on a fresh machine that has only Python 3 and pip.
 #
-#   bash tools/setup.sh quickstart        set up, then train RTE+MRPC on data/samples (a few minutes)
-#   bash tools/setup.sh test [ARGS...]    set up, then python -m pytest -q ARGS... (e.g. -k sampling)
+#   bash tools/setup.sh quickstart        set up, then train SST-2+QQP on data/samples (2-5 minutes), check it learned
+#   bash tools/setup.sh test [ARGS...]    set up, then python -m pytest -q -n auto --dist loadfile ARGS...
 #   bash tools/setup.sh install           set up only
 #   bash tools/setup.sh check             say what set-up would do; installs nothing
 #
@@ -165,14 +165,53 @@ if [[ $cmd == check ]]; then
 fi
 install
 export VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
+# the README's Quickstart, verbatim (tests/test_setup.py holds them equal)
+quickstart() {
+    python tools/train.py --mode mtl --tasks sst2,qqp --model all-MiniLM-L6-v2 --data-dir data/samples --results-dir /tmp/tl-quickstart-$$ --sampler size --seeds 42 --epochs 2 --batch-size 32 --lr 1e-4
+}
+
+# What the quickstart must show (CI runs it; issue 18): a complete record.json, every task's dev score
+# at least MARGIN points above its dev set's majority class, both printed, and the run folder and the
+# stats command printed. $1: the results folder, $2: the file holding what the quickstart printed.
+check_quickstart() {
+  "$venv/bin/python" - "$1" "$2" <<'EOF' || die quickstart "the quickstart did not show what it should (above)"
+import json, sys
+from pathlib import Path
+MARGIN = 5.0  # points; a model that learned nothing scores its dev set's majority class, give or take noise
+results, printed = Path(sys.argv[1]), Path(sys.argv[2]).read_text()
+records = [json.loads(p.read_text()) for p in sorted(results.glob("*/record.json"))]
+problems = [] if records else [f"no record.json under {results}"]
+for r in records:
+    if r.get("status") != "complete":
+        problems.append(f"{r['run_id']}: status {r.get('status')}")
+    for task, best in r.get("best", {}).items():
+        score, majority = best["score"], r.get("majority", {}).get(task)
+        if majority is None or score < majority + MARGIN:
+            problems.append(f"{r['run_id']}: {task} dev {score:.2f}, majority class {majority}")
+        elif f"{task} dev {score:.2f} (majority class {majority:.2f})" not in printed:
+            problems.append(f"{r['run_id']}: {task}'s dev score and majority class were not printed")
+    if f"run folder: {results / r['run_id']}" not in printed:
+        problems.append(f"{r['run_id']}: its folder was not printed")
+if f"python tools/stats.py --results {results} " not in printed:
+    problems.append("the tools/stats.py command was not printed")
+for p in problems:
+    print(f"quickstart check: {p}", file=sys.stderr)
+if not problems:
+    print(f"quickstart check: every task at least {MARGIN:g} points above its dev set's majority class")
+sys.exit(1 if problems else 0)
+EOF
+}
+
 case $cmd in
   quickstart)
-    # the README's Quickstart, verbatim (tests/test_setup.py holds them equal)
+    out="/tmp/tl-quickstart-$$.out"
     set -x
-    python tools/train.py --mode mtl --tasks rte,mrpc --model all-MiniLM-L6-v2 --data-dir data/samples --results-dir /tmp/tl-quickstart-$$ --sampler size --seeds 42 --epochs 2 --batch-size 32 --lr 1e-4
+    quickstart | tee "$out"
+    { set +x; } 2>/dev/null
+    check_quickstart "/tmp/tl-quickstart-$$" "$out"
     ;;
   test)
     set -x
-    exec python -m pytest -q ${@+"$@"}  # (bash 3.2 calls an empty "$@" unbound under set -u)
+    exec python -m pytest -q -n auto --dist loadfile ${@+"$@"}  # (bash 3.2 calls an empty "$@" unbound under set -u)
     ;;
 esac

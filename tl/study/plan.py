@@ -72,7 +72,7 @@ class GridConfig:
         for k in self.size_k:  # a K becomes the runs' --support-size Kx
             try:
                 parse_support_size(f"{k.strip().rstrip('x')}x")
-            except (ValueError, ZeroDivisionError):
+            except ValueError:
                 raise ValueError(f"--size-k: {k!r} is not a positive number or fraction (1/3, 0.5, 2)") from None
         if not self.target_fractions or not all(0 < f <= 1 for f in self.target_fractions):
             raise ValueError(f"--target-fractions: each must be in (0, 1], got {self.target_fractions}")

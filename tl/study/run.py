@@ -1,13 +1,12 @@
 """Running the grid's plan: each job under its lock, in this process or in worker subprocesses,
 sharded over machines, and the Slurm array script that does so.
 
-Execution (`execute`): complete jobs are skipped, partial ones resumed by the recipes. A job is
-trained under its run's lock (`tl.runs.acquire_lock`: O_CREAT | O_EXCL, pid and host inside), so two
-workers or two machines on a shared folder never train the same run; the lock of a dead process on
-this host is taken over. `--shard i/n` owns every n-th job of the plan; a shard runs a missing
-dependency itself unless another process holds its lock, in which case it waits (it never waits on
-a shard that has not started). A failed job is reported and the grid goes on; jobs that need it are
-skipped.
+Execution (`execute`): complete jobs are skipped, partial ones resumed by the recipes, each under its
+run's lock (`tl.runs.hold_run`; docs/GRID.md "Locks"), so no run is trained twice. SIGTERM and Ctrl-C
+stop the workers, release their locks and log `interrupted` in grid-events.jsonl. `--shard i/n` owns
+every n-th job of the plan; a shard runs a missing dependency itself unless another process holds its
+lock, in which case it waits (it never waits on a shard that has not started). A failed job is
+reported and the grid goes on; jobs that need it are skipped.
 
 Imports tl.recipes, tl.runs, tl.train (public functions only) and tl/study/plan.py.
 """
@@ -25,32 +24,30 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tl.recipes import Context, Job, RunConfig, train_job
-from tl.runs import acquire_lock, live_lock, lock_path, log_event, release_lock
+from tl.runs import RunBusy, hold_run, interruptible, live_lock, lock_path, log_event
 from tl.study.plan import run_status
 from tl.train import TrainSettings
 
 
 def execute_locked(job: Job) -> str:
     """Train one job (its needs complete) under its lock, in this process: 'done', 'busy' (another
-    process holds it) or raises what the recipe raised."""
+    process holds it) or raises what the recipe raised, logged as `failed` (`interrupted`)."""
     results = Path(job.cfg.results_dir)
-    lock = lock_path(results, job.run_id)
-    token = acquire_lock(lock)
-    if token is None:
-        return "busy"
     try:
-        if run_status(results, job) == "complete":
-            return "done"  # finished by another process between our look and our lock
-        log_event(results, job.run_id, "start")
-        try:
-            train_job(Context(job.cfg, job.settings.protocol), job)
-        except BaseException as e:
-            log_event(results, job.run_id, "failed", error=f"{type(e).__name__}: {e}")
-            raise
-        log_event(results, job.run_id, "done")
-        return "done"
-    finally:
-        release_lock(lock, token)
+        with hold_run(results, job.run_id):  # train_job takes it again: re-entrant
+            if run_status(results, job) == "complete":
+                return "done"  # finished by another process between our look and our lock
+            log_event(results, job.run_id, "start")
+            try:
+                train_job(Context(job.cfg, job.settings.protocol), job)
+            except BaseException as e:  # KeyboardInterrupt: Ctrl-C, or SIGTERM (tl.runs.interruptible)
+                event = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+                log_event(results, job.run_id, event, error=f"{type(e).__name__}: {e}")
+                raise
+            log_event(results, job.run_id, "done")
+            return "done"
+    except RunBusy:
+        return "busy"
 
 
 def _to_json(job: Job) -> str:
@@ -64,12 +61,17 @@ def _from_json(cls, values: dict):
 
 
 def child_main(spec: str) -> int:
-    """Entry point of a worker subprocess: one job from `_to_json`; exit 0 done, 3 busy, 1 failed."""
+    """Entry point of a worker subprocess: one job from `_to_json`; exit 0 done, 3 busy, 1 failed,
+    130 interrupted (SIGTERM from the grid, Ctrl-C)."""
     d = json.loads(spec)
     try:
-        job = _from_json(Job, {**d, "cfg": _from_json(RunConfig, d["cfg"]),
-                               "settings": _from_json(TrainSettings, d["settings"])})
-        status = execute_locked(job)
+        with interruptible():
+            job = _from_json(Job, {**d, "cfg": _from_json(RunConfig, d["cfg"]),
+                                   "settings": _from_json(TrainSettings, d["settings"])})
+            status = execute_locked(job)
+    except KeyboardInterrupt as e:
+        print(f"error: {str(e) or 'interrupted'}", file=sys.stderr, flush=True)
+        return 130
     except Exception as e:  # the parent reports it from the log; the grid goes on
         print(f"error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         return 1
@@ -107,7 +109,8 @@ class _Execution:
         self.failed, self.skipped, self.ran, self.complete = {}, {}, [], []
         self.running: dict = {}
         self.waiting_said: set = set()
-        self.bar = tqdm(total=len(self.pending), desc="grid", unit="run", disable=not progress, dynamic_ncols=True)
+        self.bar = tqdm(total=len(self.pending), desc="grid", unit="run", disable=None if progress else True,
+                        dynamic_ncols=True)
 
     def status(self, rid: str) -> str:
         return run_status(self.results, self.by_id[rid])

@@ -26,6 +26,7 @@ Task names are matched case-insensitively to the registry (`tl.tasks.get_task`) 
 canonical spelling ("sst2" -> "SST-2"); a name the registry does not know is kept as written.
 """
 import csv
+import io
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from tl.runs import complete_records
-from tl.tasks import get_task
+from tl.tasks import get_task, read_text
 
 METHODS = ("single", "stilts", "mtl", "mtl_all")
 PROTOCOLS = ("tl", "authors")
@@ -129,21 +130,19 @@ def read_scores_csv(path) -> list[Score]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: scores table not found")
-    rows = []
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark
-        reader = csv.reader(f)
-        header = [h.strip().lower() for h in next(reader, [])]
-        for col in CSV_COLUMNS:
-            if col not in header:
-                raise ValueError(f"{path}: missing column {col!r} (the header must hold {','.join(CSV_COLUMNS)})")
-        at = {name: header.index(name) for name in (*CSV_COLUMNS, *OPTIONAL_COLUMNS) if name in header}
-        for fields in reader:
-            where = f"{path}:{reader.line_num}"
-            if not any(x.strip() for x in fields):
-                continue  # blank line
-            if len(fields) < len(header):
-                raise ValueError(f"{where}: {len(fields)} fields, the header has {len(header)}")
-            rows.append(_csv_row({name: fields[i].strip() for name, i in at.items()}, where))
+    rows, reader = [], csv.reader(io.StringIO(read_text(path), newline=""))  # a spreadsheet's BOM dropped
+    header = [h.strip().lower() for h in next(reader, [])]
+    for col in CSV_COLUMNS:
+        if col not in header:
+            raise ValueError(f"{path}: missing column {col!r} (the header must hold {','.join(CSV_COLUMNS)})")
+    at = {name: header.index(name) for name in (*CSV_COLUMNS, *OPTIONAL_COLUMNS) if name in header}
+    for fields in reader:
+        where = f"{path}:{reader.line_num}"
+        if not any(x.strip() for x in fields):
+            continue  # blank line
+        if len(fields) < len(header):
+            raise ValueError(f"{where}: {len(fields)} fields, the header has {len(header)}")
+        rows.append(_csv_row({name: fields[i].strip() for name, i in at.items()}, where))
     if not rows:
         raise ValueError(f"{path}: no score rows below the header")
     check_unique(rows)
