@@ -22,7 +22,7 @@ def _tool(name: str):
     return module
 
 
-train_tool, stats_tool = _tool("train"), _tool("stats")
+train_tool, stats_tool, grid_tool = _tool("train"), _tool("stats"), _tool("grid")
 
 
 def one_line(capsys, *needles) -> str:
@@ -125,6 +125,18 @@ def test_bad_reference_scores(tmp_path, capsys, text, needle):
     refs.write_text(text)
     parse_fails(tmp_path, capsys, ["--mode", "mtl", "--tasks", "rte,mrpc", "--sampler", "dynamic",
                                    "--reference-scores", str(refs)], "--reference-scores", str(refs), needle)
+
+
+def test_grid_checks_reference_scores_and_max_len_before_any_run_folder(tmp_path, capsys, model_dir):
+    refs, results = tmp_path / "refs.json", tmp_path / "results"
+    refs.write_text('{"rte": NaN, "mrpc": 80}')
+    common = ["--plan", "paper", "--tasks", "rte,mrpc", "--methods", "mtl", "--data-dir", str(ROOT / "data" / "samples"),
+              "--model", str(model_dir), "--results-dir", str(results), "--no-progress"]
+    assert grid_tool.main([*common, "--sampler", "dynamic", "--reference-scores", str(refs)]) == 2
+    one_line(capsys, f"--reference-scores {refs}: RTE's score NaN is not a number in [0, 100]")
+    assert grid_tool.main([*common, "--max-len", "65"]) == 2
+    one_line(capsys, "--max-len 65 exceeds the 64 positions of --model")
+    assert not results.exists()
 
 
 def test_reference_score_range_follows_the_headline_metric(tmp_path):

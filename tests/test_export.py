@@ -13,7 +13,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 from oracle import tiny_config  # noqa: E402
 
-from tl.heads import HeadSpec, MultiTaskModel  # noqa: E402
+from tl.heads import HF_CLASSIFIERS, HeadSpec, MultiTaskModel, read_head_config  # noqa: E402
 from tl.model import Encoder, EncoderConfig  # noqa: E402
 from tl.tokenizer import Tokenizer  # noqa: E402
 from tl.train import save_model  # noqa: E402
@@ -98,7 +98,7 @@ def test_tiny_models_of_every_family(tmp_path, model_type, share, task, labels):
         export_tool.classification_checkpoint(tmp_path / "best")
     export_tool.export(tmp_path / "best", tmp_path / "hf", task.lower())
     hf, info = hf_load(tmp_path / "hf")
-    assert type(hf).__name__ == export_tool.ARCHITECTURES[model_type]
+    assert type(hf).__name__ == HF_CLASSIFIERS[model_type][0]
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     assert hf.config.id2label == labels
     assert hf.config.problem_type == ("regression" if task == "STS-B" else "single_label_classification")
@@ -152,3 +152,20 @@ def test_train_export_hf_trains_then_exports_the_asked_run(tmp_path, capsys, min
     assert f"RTE dev {record['best']['RTE']['score']:.2f} (majority class {record['majority']['RTE']:.2f})" in out
     hf, info = hf_load(tmp_path / "hf")
     assert hf.config.id2label == {0: "entailment", 1: "not_entailment"} and not info["missing_keys"]
+    # the single-task run's own best/ loads in transformers as it is, trained head included, and tl reads
+    # the same folder back (encoder from model.safetensors, head from heads.safetensors): equal outputs
+    best = tmp_path / "results" / "single__rte__lim16__s3" / "best"
+    direct, info = hf_load(best)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert direct.config.id2label == {0: "entailment", 1: "not_entailment"}
+    specs, share = read_head_config(best)
+    mine = MultiTaskModel(Encoder.from_pretrained(best), specs, share).eval()
+    assert mine.load_heads(best) == ["RTE"]
+    ids = torch.randint(1000, 2000, (3, 9))
+    mask = torch.tensor([[1] * 9, [1] * 6 + [0] * 3, [1] * 4 + [0] * 5])
+    types = torch.zeros_like(ids)
+    with torch.no_grad():
+        theirs = direct(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        exported = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    torch.testing.assert_close(theirs, exported, atol=0, rtol=0)
+    torch.testing.assert_close(theirs, tl_logits(mine, 0, ids, mask, types), atol=1e-5, rtol=1e-5)

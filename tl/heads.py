@@ -43,6 +43,15 @@ if TYPE_CHECKING:  # duck-typed at run time, so heads.py works copied beside mod
 
 # Hugging Face's default `initializer_range`; heads are initialised as `_init_weights` does.
 INIT_STD = 0.02
+# transformers' classification class of each family: its name, its names of our head's modules, the
+# config key of the head's dropout (tl's heads use the hidden dropout)
+HF_CLASSIFIERS = {
+    "bert": ("BertForSequenceClassification", {"classifier": "classifier"}, "classifier_dropout"),
+    "roberta": ("RobertaForSequenceClassification", {"dense": "classifier.dense", "out_proj": "classifier.out_proj"},
+                "classifier_dropout"),
+    "distilbert": ("DistilBertForSequenceClassification", {"pre_classifier": "pre_classifier",
+                                                           "classifier": "classifier"}, "seq_classif_dropout"),
+}
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,25 @@ class MultiTaskModel(nn.Module):
         return per
 
     # ---- persistence: heads.safetensors beside the encoder's model.safetensors ----
+
+    def hf_classifier(self, task: int = 0, labels=None) -> tuple[dict, dict]:
+        """(config.json dict, tensors) of task `task` as transformers' `*ForSequenceClassification`: the
+        encoder under the family's prefix (`bert.`, ...; no pooler where their classifier reads the first
+        token), the head under the class's names, `id2label` from `labels` (default LABEL_0, ...)."""
+        spec, config = self.specs[task], self.encoder.config.to_dict()
+        kind = config["model_type"]
+        architecture, names, dropout_key = HF_CLASSIFIERS[kind]
+        tensors = {f"{kind}.{k}": v for k, v in self.encoder.checkpoint_state().items()
+                   if kind == "bert" or not k.startswith("pooler.")}
+        for name, value in self.heads[self.head_key(task)].state_dict().items():
+            module, _, param = name.rpartition(".")
+            tensors[f"{names[module]}.{param}"] = value
+        labels = ["score"] if spec.regression else list(labels or [f"LABEL_{i}" for i in range(spec.num_labels)])
+        config.update(architectures=[architecture], id2label=dict(enumerate(labels)),
+                      label2id={label: i for i, label in enumerate(labels)},
+                      problem_type="regression" if spec.regression else "single_label_classification",
+                      **{dropout_key: self.encoder.config.hidden_dropout_prob})
+        return config, {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
 
     def save_heads(self, directory: Path) -> None:
         """Write `heads.safetensors` (keys `<head key>.<param>`) and `heads.json` (specs and share mode)."""

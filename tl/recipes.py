@@ -45,7 +45,7 @@ from tl.data import data_identity, load_tokenized, subsample
 from tl.heads import HeadSpec, MultiTaskModel, label_count_key
 from tl.hub import resolve_model
 from tl.metrics import BOUNDS, majority_score
-from tl.model import Encoder
+from tl.model import Encoder, EncoderConfig
 from tl.runs import (SCHEMA, check_data, check_existing, check_writable, drop_checkpoints, hold_run, read_record,
                      resolve_dir, run_id, write_json)
 from tl.tasks import GLUE_TASKS, get_task
@@ -327,6 +327,17 @@ def read_reference_scores(path, tasks: list[str]) -> dict[str, float]:
             raise ValueError(f"--reference-scores {path}: {t}'s score {json.dumps(given[t])} is not a number in "
                              f"[{low:g}, {high:g}] ({get_task(t).headline} x100)")
     return {t: float(given[t]) for t in tasks}
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """The flags that need a file read, checked before any run folder is made (tools/train.py and the
+    grid): the reference scores, and --max-len against the model's positions (RoBERTa's start at pad + 1)."""
+    if cfg.reference_scores:
+        read_reference_scores(cfg.reference_scores, cfg.task_names)
+    model = EncoderConfig.from_checkpoint(resolve_model(cfg.model))
+    positions = model.max_position_embeddings - (model.pad_token_id + 1 if model.model_type == "roberta" else 0)
+    if cfg.max_len > positions:
+        raise ValueError(f"--max-len {cfg.max_len} exceeds the {positions} positions of --model {cfg.model}")
 
 
 def reference_scores(cfg: RunConfig, results: Path, job: Job) -> dict[str, float]:

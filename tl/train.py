@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from tl.cli import arg
@@ -254,12 +255,17 @@ def evaluate(model: MultiTaskModel, tasks: list[TaskData], device, amp_dtype, ba
 # files: models, checkpoints (tl/runs.py writes them atomically)
 
 
-def save_model(model: MultiTaskModel, final: Path, state: dict, tokenizer=None, optim: dict | None = None) -> None:
-    """Folder `final`: the encoder (Hugging Face layout), heads, tokenizer, `optim.pt` when given and
-    `state.json`, written into `final.tmp` and swapped into place (tl/runs.py)."""
+def save_model(model: MultiTaskModel, final: Path, state: dict, tokenizer=None, optim: dict | None = None,
+               classifier: tuple | None = None) -> None:
+    """Folder `final`: the encoder (Hugging Face layout; with `classifier`, `MultiTaskModel.hf_classifier`'s
+    config and tensors instead, which transformers loads with the head), heads, tokenizer, `optim.pt`
+    when given and `state.json`, written into `final.tmp` and swapped into place (tl/runs.py)."""
     with writing(final):  # disk full, read-only: one line naming the folder
         tmp = fresh_dir(final.with_name(final.name + ".tmp"))
         model.encoder.save_pretrained(tmp)
+        if classifier is not None:  # tl's own loader reads the encoder out of it (Encoder.from_pretrained)
+            write_json(tmp / "config.json", classifier[0])
+            save_file(classifier[1], str(tmp / "model.safetensors"), metadata={"format": "pt"})
         model.save_heads(tmp)
         if tokenizer is not None:
             tokenizer.save(tmp)
@@ -314,13 +320,16 @@ def save_checkpoint(run_dir: Path, model, optimizer, scaler, state: LoopState, s
                    optim={"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng_ranks": rngs})
 
 
-def save_best(run_dir: Path, model, tokenizer, task: str, state: LoopState, settings: TrainSettings) -> None:
-    """best/ (best/<task>/ when several tasks keep theirs): the model at `task`'s best dev score."""
+def save_best(run_dir: Path, model, tokenizer, task: str, state: LoopState, settings: TrainSettings,
+              labels=None) -> None:
+    """best/ (best/<task>/ when several tasks keep theirs): the model at `task`'s best dev score. A model
+    of one task is saved as transformers' `*ForSequenceClassification` (`labels`: its id2label), so
+    `AutoModelForSequenceClassification.from_pretrained(best/)` loads it with its trained head."""
     if dist_info()[0] == 0:
         final = run_dir / "best" if len(settings.keep_best) <= 1 else run_dir / "best" / task
         best = state.best[task]
         save_model(model, final, {"task": task, "step": best["step"], "epoch": best["epoch"], "metrics": best},
-                   tokenizer)
+                   tokenizer, classifier=model.hf_classifier(0, labels) if len(model.specs) == 1 else None)
 
 
 def resume(run_dir: Path, model, optimizer, scaler, settings: TrainSettings) -> LoopState | None:
@@ -696,7 +705,7 @@ def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, r
                     finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
                     for name in record_evaluation(state, entry, names, finite):
                         if name in settings.keep_best:
-                            save_best(run_dir, model, tokenizer, name, state, settings)
+                            save_best(run_dir, model, tokenizer, name, state, settings, tasks[0].spec.labels)
                     if rank == 0:
                         append_log(run_dir / "log.jsonl", entry)
                         bar.write(f"step {state.step} epoch {entry['epoch']:.2f} loss {loss:.4f} | "

@@ -9,12 +9,14 @@
 tl saves a model as the encoder in the Hugging Face base-model layout (`model.safetensors`,
 `config.json`) beside its task heads (`heads.safetensors`, `heads.json`: tl/heads.py), so one encoder
 can carry several heads. transformers' classification models hold one head under fixed names; each tl
-head is built as theirs is (tl/heads.py), so the export is a renaming (`HEAD_NAMES`): the encoder's
+head is built as theirs is (tl/heads.py), so the export is a renaming (`MultiTaskModel.hf_classifier`,
+`HF_CLASSIFIERS` in tl/heads.py): the encoder's
 tensors under the family's prefix (`bert.`, `roberta.`, `distilbert.`), the task's head under the
 class's names, and `config.json` with `architectures`, `id2label`/`label2id` (the task's label strings;
 `num_labels` follows from them), `problem_type` and the head's dropout. RoBERTa's and DistilBERT's
 classifiers read the first token, not a pooler, so a pooler is left out there as transformers' class
-has none. Tokenizer files are copied. tests/test_export.py checks transformers' outputs against tl's.
+has none. Tokenizer files are copied. A single-task run's best/ is written in this form already
+(tl/train.py save_best); this tool exports any task of any model folder. tests/test_export.py checks transformers' outputs against tl's.
 Imports tl.cli, tl.heads, tl.model, tl.runs, tl.tasks.
 """
 import shutil
@@ -25,22 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 
 from tl.cli import ArgumentParser  # noqa: E402
-from tl.heads import label_count_key, read_head_config  # noqa: E402
+from tl.heads import MultiTaskModel, read_head_config  # noqa: E402
 from tl.model import Encoder  # noqa: E402
 from tl.runs import fresh_dir, swap_dir, write_json  # noqa: E402
 from tl.tasks import get_task  # noqa: E402
 
-ARCHITECTURES = {"bert": "BertForSequenceClassification", "roberta": "RobertaForSequenceClassification",
-                 "distilbert": "DistilBertForSequenceClassification"}
-# tl head module (tl/heads.py) -> its name in the transformers class
-HEAD_NAMES = {"bert": {"classifier": "classifier"},
-              "roberta": {"dense": "classifier.dense", "out_proj": "classifier.out_proj"},
-              "distilbert": {"pre_classifier": "pre_classifier", "classifier": "classifier"}}
-# the head's dropout under the class's own config key (tl's heads use the hidden dropout)
-DROPOUT_KEYS = {"bert": "classifier_dropout", "roberta": "classifier_dropout", "distilbert": "seq_classif_dropout"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                    "merges.txt")
 
@@ -58,22 +52,9 @@ def classification_checkpoint(folder, task: str = "") -> tuple[dict, dict]:
     spec = specs[0] if not task else next((s for s in specs if s.task == get_task(task).name), None)
     if spec is None:
         raise ValueError(f"{folder} has no head for {task}; it holds {', '.join(names)}")
-    encoder = Encoder.from_pretrained(folder)
-    config = encoder.config.to_dict()
-    kind = config["model_type"]
-    tensors = {f"{kind}.{k}": v for k, v in encoder.checkpoint_state().items()
-               if kind == "bert" or not k.startswith("pooler.")}  # only BERT's classifier reads the pooler
-    key = spec.task if share == "task" else label_count_key(spec)
-    for name, value in load_file(str(folder / "heads.safetensors")).items():
-        module, _, param = name[len(key) + 1:].rpartition(".")
-        if name.startswith(key + ".") and module in HEAD_NAMES[kind]:
-            tensors[f"{HEAD_NAMES[kind][module]}.{param}"] = value
-    labels = ["score"] if spec.regression else list(_labels(spec))
-    config.update(architectures=[ARCHITECTURES[kind]], id2label=dict(enumerate(labels)),
-                  label2id={label: i for i, label in enumerate(labels)},
-                  problem_type="regression" if spec.regression else "single_label_classification",
-                  **{DROPOUT_KEYS[kind]: encoder.config.hidden_dropout_prob})
-    return config, {k: v.detach().contiguous() for k, v in tensors.items()}
+    model = MultiTaskModel(Encoder.from_pretrained(folder), specs, share)
+    model.load_heads(folder)
+    return model.hf_classifier(specs.index(spec), _labels(spec))
 
 
 def _labels(spec) -> list:

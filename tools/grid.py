@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tl.cli import ArgumentParser, add_arguments, from_namespace  # noqa: E402
-from tl.recipes import RunConfig  # noqa: E402
+from tl.recipes import RunConfig, check_inputs  # noqa: E402
 from tl.runs import check_writable, interruptible  # noqa: E402
 from tl.study.plan import (GridConfig, dry_run, make_plan, parse_shard, plan_tasks, shard_runs,  # noqa: E402
                            train_counts)
@@ -78,6 +78,7 @@ def main(argv=None) -> int:
         if grid.dry_run:
             print(dry_run(grid, base, settings, own, counts))
             return 0
+        check_inputs(base)  # reference scores, --max-len against the model: before any run folder is made
         check_writable(results)
         with interruptible():  # SIGTERM (a Slurm time limit) as Ctrl-C: workers stopped, locks released
             out = execute(plan, own, results, workers=grid.workers, poll=grid.poll, progress=settings.progress)

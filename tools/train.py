@@ -36,9 +36,7 @@ sys.path[:0] = [str(TOOLS.parent), str(TOOLS)]  # tl, and tools/allocator.py als
 import torch  # noqa: E402
 from allocator import keep_freed_memory  # noqa: E402
 from tl.cli import ArgumentParser, add_arguments, from_namespace  # noqa: E402
-from tl.hub import resolve_model  # noqa: E402
-from tl.model import EncoderConfig  # noqa: E402
-from tl.recipes import RunConfig, read_reference_scores, run  # noqa: E402
+from tl.recipes import RunConfig, check_inputs, run  # noqa: E402
 from tl.runs import RunBusy, interruptible, resolve_dir  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402
 
@@ -55,12 +53,7 @@ def parse(argv=None):
         if cfg.mode == "mtl_all" and len(cfg.task_names) < 2:
             raise ValueError("--mode mtl_all needs at least two tasks (default: all nine)")
         check_export(args.export_hf, cfg)
-        if cfg.reference_scores:  # read here, before any run folder is made
-            read_reference_scores(cfg.reference_scores, cfg.task_names)
-        model = EncoderConfig.from_checkpoint(resolve_model(cfg.model))  # positions: RoBERTa's start at pad + 1
-        positions = model.max_position_embeddings - (model.pad_token_id + 1 if model.model_type == "roberta" else 0)
-        if cfg.max_len > positions:
-            raise ValueError(f"--max-len {cfg.max_len} exceeds the {positions} positions of --model {cfg.model}")
+        check_inputs(cfg)  # reference scores, --max-len against the model: before any run folder is made
     except (ValueError, KeyError, OSError) as e:
         parser.exit(2, f"error: {e.args[0] if isinstance(e, KeyError) else e}\n")  # a KeyError's str() is quoted
     return cfg, settings
