@@ -3,20 +3,20 @@
     python tools/train.py --mode single --tasks rte --seeds 42 --export-hf rte-hf   # as tools/train.py
     python tools/export_hf.py results/single__rte__s42/best rte-hf [--task RTE]     # any model folder
 
-    from transformers import AutoModelForSequenceClassification
-    model = AutoModelForSequenceClassification.from_pretrained("rte-hf")  # encoder and trained head
+Then, in Python with transformers installed (tl itself never imports it):
+`transformers.AutoModelForSequenceClassification.from_pretrained("rte-hf")`: encoder and trained head.
 
 tl saves a model as the encoder in the Hugging Face base-model layout (`model.safetensors`,
 `config.json`) beside its task heads (`heads.safetensors`, `heads.json`: tl/heads.py), so one encoder
-can carry several heads. transformers' classification models hold one head under fixed names; each tl
-head is built as theirs is (tl/heads.py), so the export is a renaming (`MultiTaskModel.hf_classifier`,
-`HF_CLASSIFIERS` in tl/heads.py): the encoder's
+can carry several heads; a single-task run's best/ is written as a classification model already
+(tl/train.py `save_best`), and this tool exports any task of any model folder. transformers'
+classification models hold one head under fixed names; each tl head is built as theirs is, so the
+export is a renaming (`MultiTaskModel.hf_classifier`, `HF_CLASSIFIERS` in tl/heads.py): the encoder's
 tensors under the family's prefix (`bert.`, `roberta.`, `distilbert.`), the task's head under the
 class's names, and `config.json` with `architectures`, `id2label`/`label2id` (the task's label strings;
 `num_labels` follows from them), `problem_type` and the head's dropout. RoBERTa's and DistilBERT's
 classifiers read the first token, not a pooler, so a pooler is left out there as transformers' class
-has none. Tokenizer files are copied. A single-task run's best/ is written in this form already
-(tl/train.py save_best); this tool exports any task of any model folder. tests/test_export.py checks transformers' outputs against tl's.
+has none. Tokenizer files are copied. tests/test_export.py checks transformers' outputs against tl's.
 Imports tl.cli, tl.heads, tl.model, tl.runs, tl.tasks.
 """
 import shutil
