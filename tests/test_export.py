@@ -79,6 +79,15 @@ def test_minilm_best_folder_loads_in_transformers_with_its_head(tmp_path, minilm
     torch.testing.assert_close(theirs, tl_logits(model, 0, ids, mask, types), atol=1e-5, rtol=1e-5)
     hf_tok = transformers.AutoTokenizer.from_pretrained(out)  # the tokenizer came along
     assert hf_tok(*pairs[0])["input_ids"] == list(rows[0][0])
+    # a single-task run's best/ as save_best writes it loads as it is, head and labels included
+    save_model(model, tmp_path / "run-best", {"step": 1}, tok,
+               classifier=model.hf_classifier(0, ["entailment", "not_entailment"]))
+    direct, info = hf_load(tmp_path / "run-best")
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert direct.config.id2label == {0: "entailment", 1: "not_entailment"}
+    with torch.no_grad():
+        logits = direct(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    torch.testing.assert_close(logits, tl_logits(model, 0, ids, mask, types), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("model_type, share, task, labels", [
