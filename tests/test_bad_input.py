@@ -2,7 +2,6 @@
 a careless or hostile user could give is refused before any work with exit code 2 and ONE line naming
 the flag or the file (and line), and nothing is created in the results folder. All in-process: the tools'
 `parse` / `main` with capsys, never a training run. The download cases are in tests/test_download.py."""
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -11,18 +10,12 @@ import pytest
 
 from tl.model import EncoderConfig
 from tl.tasks import get_task, load_task_spec, read_split, with_files
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"bad_input_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tool, stats_tool, grid_tool = _tool("train"), _tool("stats"), _tool("grid")
+train_tool, stats_tool, grid_tool = load_tool("train"), load_tool("stats"), load_tool("grid")
 
 
 def one_line(capsys, *needles) -> str:

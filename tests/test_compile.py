@@ -10,22 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from tl.data import TokenizedSplit
 from tl.heads import HeadSpec, MultiTaskModel
 from tl.model import Encoder, EncoderConfig
 from tl.tasks import get_task
 from tl.train import TaskData, TrainSettings, fit
+from helpers import random_split
 
 CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-
-
-def random_split(n: int, rng: np.random.Generator) -> TokenizedSplit:
-    """n examples of unequal lengths (3..20 tokens): every batch has its own token count N and width T."""
-    lengths = rng.integers(3, 21, size=n)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    ids = rng.integers(1, 64, size=offsets[-1]).astype(np.int32)
-    return TokenizedSplit(ids=ids, type_ids=np.zeros_like(ids), offsets=offsets, lengths=lengths.astype(np.int32),
-                          labels=rng.integers(0, 2, size=n))
 
 
 def run(tmp_path, compile: bool):

@@ -21,11 +21,12 @@ import pytest
 import torch
 
 from tl import train
-from tl.data import TokenizedSplit, collate
+from tl.data import collate
 from tl.heads import HeadSpec, MultiTaskModel
 from tl.model import Encoder, EncoderConfig
 from tl.tasks import get_task
 from tl.train import LoopState, TaskData, TrainSettings, fit
+from helpers import random_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,14 +117,6 @@ def tiny_config(**kw) -> EncoderConfig:
                 intermediate_size=64, hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                 max_position_embeddings=64, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0)
     return EncoderConfig(**{**base, **kw})
-
-
-def random_split(n: int, rng: np.random.Generator) -> TokenizedSplit:
-    lengths = rng.integers(3, 21, size=n)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    ids = rng.integers(1, 64, size=offsets[-1]).astype(np.int32)
-    return TokenizedSplit(ids=ids, type_ids=np.zeros_like(ids), offsets=offsets, lengths=lengths.astype(np.int32),
-                          labels=rng.integers(0, 2, size=n))
 
 
 def tiny_task() -> list:

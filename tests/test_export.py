@@ -2,7 +2,6 @@
 `*ForSequenceClassification` with its trained head, labels and problem type, whose outputs equal tl's
 to 1e-5. The oracle is transformers itself: the real all-MiniLM-L6-v2 (BERT) on real text, tiny random
 RoBERTa and DistilBERT configs (tests/oracle.py), heads per task and per label count (the authors' rule)."""
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -17,16 +16,10 @@ from tl.heads import HF_CLASSIFIERS, HeadSpec, MultiTaskModel, read_head_config 
 from tl.model import Encoder, EncoderConfig  # noqa: E402
 from tl.tokenizer import Tokenizer  # noqa: E402
 from tl.train import save_model  # noqa: E402
+from helpers import load_tool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"export_test_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 export_tool = load_tool("export_hf")

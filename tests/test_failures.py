@@ -4,7 +4,6 @@ torn or truncated files in a run folder, a damaged token cache. Each case: the e
 naming the file, and nothing outside the run's folder changed. docs/RELIABILITY.md lists them."""
 import contextlib
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -28,17 +27,11 @@ from tl.model import Encoder, EncoderConfig
 from tl.runs import LOCK_TIMEOUT, hold_run, live_lock, lock_owner
 from tl.tasks import get_task
 from tl.tokenizer import Tokenizer
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
 RUN = "single__rte__lim16__s1"
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 train_tool = load_tool("train")

@@ -1,7 +1,6 @@
 """The experiment grid: plan counts (docs/GRID.md's formula), dry-run statuses and cost, shards,
 Slurm script, locks, two competing grids, an interrupted grid restarted, a tiny end to end grid
 followed by tools/stats.py, bad input."""
-import importlib.util
 import json
 import os
 import re
@@ -20,16 +19,10 @@ from tl.runs import acquire_lock, live_lock, lock_owner, release_lock
 from tl.study.plan import GridConfig, make_plan, shard_runs, train_counts
 from tl.tasks import get_task
 from tl.train import TrainSettings
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 grid_tool = load_tool("grid")

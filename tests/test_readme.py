@@ -20,7 +20,6 @@ process's id and `~` a fresh HOME, as a shell gives them. The rule, per command:
 """
 import ast
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -35,6 +34,7 @@ from tl.model import Encoder, EncoderConfig
 from tl.recipes import PAPER_SEEDS, plan
 from tl.tasks import get_task
 from tl.tokenizer import Tokenizer
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIXES = ("python tools/", "bash tools/", "torchrun ")
@@ -55,13 +55,6 @@ def tool_commands() -> list:
 
 README = [("README.md", c) for c in commands((ROOT / "README.md").read_text())]
 ALL = list({c.split("#")[0].strip(): (where, c) for where, c in README + tool_commands()}.values())  # each once
-
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"readme_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

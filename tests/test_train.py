@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from tl import train
-from tl.data import TokenizedSplit, collate
+from tl.data import collate
 from tl.heads import HeadSpec, MultiTaskModel
 from tl.model import Encoder, EncoderConfig
 from tl.tasks import get_task
 from tl.train import TaskData, TrainSettings, fit
+from helpers import random_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEP = train.train_step  # the real one, for the spies that tests put in its place
@@ -29,16 +30,6 @@ def tiny_config(**kw) -> EncoderConfig:
                 max_position_embeddings=64, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0)
     base.update(kw)
     return EncoderConfig(**base)
-
-
-def random_split(n: int, rng: np.random.Generator, num_labels: int = 2, regression: bool = False) -> TokenizedSplit:
-    """n examples of unequal lengths (3..20 tokens) with random ids and labels."""
-    lengths = rng.integers(3, 21, size=n)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    ids = rng.integers(1, 64, size=offsets[-1]).astype(np.int32)
-    types = np.zeros_like(ids)
-    labels = rng.normal(size=n).astype(np.float32) if regression else rng.integers(0, num_labels, size=n)
-    return TokenizedSplit(ids=ids, type_ids=types, offsets=offsets, lengths=lengths.astype(np.int32), labels=labels)
 
 
 def tiny_run(tmp_path: Path, settings: TrainSettings, name: str, tasks=("RTE",)):
