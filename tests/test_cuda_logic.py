@@ -303,9 +303,13 @@ def test_compile_raises_dynamos_recompile_limit(monkeypatch):
     limit, past which it would run the layers eager without a word."""
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append(kw))  # inductor: slow
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
-    train.setup_model(tiny_model(), replace(TrainSettings(progress=False), compile=True), torch.device("cpu"))
-    assert compiled == [{"dynamic": True}] and torch._dynamo.config.recompile_limit >= 32
+    # dynamo's own patch, not monkeypatch: monkeypatch's undo leaves the setting hidden ("does not exist")
+    # for every later test in the process, which broke test_compile on a worker that ran both files
+    before = torch._dynamo.config.recompile_limit
+    with torch._dynamo.config.patch(recompile_limit=8):
+        train.setup_model(tiny_model(), replace(TrainSettings(progress=False), compile=True), torch.device("cpu"))
+        assert compiled == [{"dynamic": True}] and torch._dynamo.config.recompile_limit >= 32
+    assert torch._dynamo.config.recompile_limit == before  # restored, and still readable
 
 
 def test_gpu_check_commands_are_valid(tool, tmp_path, minilm_path):
