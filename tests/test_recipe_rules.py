@@ -11,7 +11,7 @@ from tl.heads import HeadSpec, MultiTaskModel
 from tl.model import Encoder, EncoderConfig
 from tl.recipes import (Context, RunConfig, carries_head, parse_support_size, plan, resolve_sampler, run,
                         select_support, start_model, train_sizes)
-from tl.runs import write_json
+from tl.runs import check_existing, write_json
 from tl.tokenizer import Tokenizer
 from tl.train import TrainSettings, save_model
 
@@ -55,6 +55,30 @@ def test_head_carried_by_label_strings_under_tl_and_label_count_under_authors():
     assert not carries_head("RTE", "MRPC", "tl") and not carries_head("STS-B", "MRPC", "tl")
     assert carries_head("RTE", "MRPC", "authors") and carries_head("STS-B", "STS-B", "authors")  # 2 = 2 labels
     assert not carries_head("MNLI", "RTE", "authors") and not carries_head("STS-B", "MRPC", "authors")
+
+
+@pytest.mark.parametrize("changes, builds_on_singles", [
+    ({}, True),                                                             # STILTs continues from one
+    ({"mode": "mtl", "sampler": "dynamic"}, True),                          # dynamic averages their scores
+    ({"mode": "mtl_all", "sampler": "dynamic-softmax"}, True),
+    ({"mode": "mtl", "sampler": "dynamic", "reference_scores": "refs.json"}, False),  # reads the file instead
+    ({"mode": "mtl", "sampler": "size"}, False),
+    ({"mode": "single"}, False)])
+def test_the_seeds_a_run_builds_on_are_part_of_its_identity(tmp_path, changes, builds_on_singles):
+    """A finished run found under its id with other --support-seeds is a clash (not a result to reuse)
+    exactly when the run builds on those single runs."""
+    config = {"mode": "stilts", "sampler": "size", "reference_scores": "", "support_seeds": [1, 2, 3], "lr": 2e-5,
+              **changes}
+    write_json(tmp_path / "record.json", {"run_id": "r", "status": "complete", "config": config})
+    assert check_existing(tmp_path, config)["run_id"] == "r"
+    other = {**config, "support_seeds": (4, 5, 6)}
+    if builds_on_singles:
+        with pytest.raises(ValueError, match=r"support_seeds: \[1, 2, 3\] there, \[4, 5, 6\] now"):
+            check_existing(tmp_path, other)
+    else:
+        assert check_existing(tmp_path, other)["run_id"] == "r"
+    with pytest.raises(ValueError, match="lr: 2e-05 there, 0.001 now"):  # a setting of every run
+        check_existing(tmp_path, {**other, "lr": 1e-3})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Tests for tl/sampling.py: task weights by hand, task proportions (chi-square), sampling without
-replacement, exact single-task epochs, determinism, resume from a state_dict, shards, padding; the
-authors' quota rule on a hand-computed table and their epochs' arithmetic; tl's anchored epochs."""
+replacement, exact single-task epochs, determinism, the random streams (what they depend on, and the
+pinned first epochs a resumed checkpoint relies on), resume from a state_dict (and the state key by
+key), shards, padding and length pools; the authors' quota rule on a hand-computed table and their
+epochs' arithmetic; tl's anchored epochs; every error message whole. docs/TESTING.md lists the
+mutants no test can fail on."""
 import json
 import math
 
@@ -8,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from tl.sampling import SAMPLERS, SCHEDULES, MultiTaskSampler, apportion, authors_quotas, shard, task_weights
+from tl.sampling import SCHEDULES, MultiTaskSampler, apportion, authors_quotas, shard, task_weights
 
 SIZES = {"A": 1000, "B": 500, "C": 300}
 WEIGHTS = {"A": 0.5, "B": 0.3, "C": 0.2}   # deliberately not proportional to size
@@ -51,6 +54,9 @@ def test_static_weights_by_hand():
     # T = 2: sqrt(100) = 10, sqrt(400) = 20
     assert task_weights("temperature", sizes, temperature=2.0) == pytest.approx({"A": 10 / 30, "B": 20 / 30})
     assert list(task_weights("size", {"Z": 1, "A": 2})) == ["Z", "A"]    # order of the tasks kept
+    assert task_weights("temperature", sizes) == pytest.approx({"A": 10 / 30, "B": 20 / 30})   # default T = 2
+    # T = 0.5 (below 1: sharper than size): 100 ** 2 = 10^4, 400 ** 2 = 16 x 10^4
+    assert task_weights("temperature", sizes, temperature=0.5) == pytest.approx({"A": 1 / 17, "B": 16 / 17})
 
 
 def test_dynamic_weights_by_hand():
@@ -60,7 +66,7 @@ def test_dynamic_weights_by_hand():
     assert task_weights("dynamic", sizes, reference=ref) == pytest.approx({"A": 0.1, "B": 0.3, "C": 0.6})
     # gaps: A 80 - 70 = 10; B 60 - 59.8 = 0.2 -> floor 0.5; C 90 - 95 = -5 -> floor 0.5; total 11
     cur = {"A": 70.0, "B": 59.8, "C": 95.0}
-    got = task_weights("dynamic", sizes, reference=ref, current=cur, floor=0.5)
+    got = task_weights("dynamic", sizes, reference=ref, current=cur)             # default floor 0.5
     assert got == pytest.approx({"A": 10 / 11, "B": 0.5 / 11, "C": 0.5 / 11})
     # floor 2: gaps 10, 2, 2, total 14
     got = task_weights("dynamic", sizes, reference=ref, current=cur, floor=2.0)
@@ -76,6 +82,19 @@ def test_dynamic_softmax_by_hand():
     assert got == pytest.approx({t: v / total for t, v in e.items()})
     assert max(got.values()) / min(got.values()) < 1.2                     # nearly uniform
     assert task_weights("dynamic-softmax", sizes, reference=ref) == pytest.approx({"A": 0.1, "B": 0.3, "C": 0.6})
+    # the largest gap is subtracted before exp: a gap of 900 (scores off the 0-100 scale) does not overflow
+    far = task_weights("dynamic-softmax", {"A": 1, "B": 1}, reference={"A": 90050.0, "B": 50.0},
+                       current={"A": 50.0, "B": 50.0})
+    assert far == {"A": 1.0, "B": 0.0}
+
+
+def test_fraction_check_on_reference_scores():
+    """Scores must be x100: with two or more tasks, all of them within [-1, 1] are refused as fractions."""
+    exact_error(lambda: task_weights("dynamic", {"A": 10, "B": 30}, reference={"A": 1.0, "B": 0.5}),
+                "reference scores {'A': 1.0, 'B': 0.5} look like fractions; give headline scores x100 (0-100)")
+    assert task_weights("dynamic", {"A": 10, "B": 30}, reference={"A": 1.5, "B": 0.5}) == {"A": 0.25, "B": 0.75}
+    # a single task weighs 1 whatever the scale of its scores
+    assert task_weights("dynamic", {"A": 10}, reference={"A": 0.7}, current={"A": 0.5}) == {"A": 1.0}
 
 
 def test_apportion_sums_and_rounds():
@@ -89,6 +108,12 @@ def test_apportion_sums_and_rounds():
         n = int(rng.integers(1, 10_000))
         c = apportion(n, w)
         assert c.sum() == n and np.all(np.abs(c - n * w / w.sum()) < 1)
+    # 5.2, 2.8, 2.0: floors 5 + 2 + 2 = 9; the missing one goes to the largest remainder (.8), not the
+    # largest share or the smallest remainder
+    assert apportion(10, np.array([0.52, 0.28, 0.20])).tolist() == [5, 3, 2]
+    # ties go to the earlier task, on every machine (a stable sort): 12 tasks, weights 2, 1, 2, 1, ...;
+    # 3 rows: 1/3 of a row for each weight-2 task, 1/6 for the others -> tasks 0, 2 and 4
+    assert apportion(3, np.array([2.0, 1.0] * 6)).tolist() == [1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0]
 
 
 # -- proportions -----------------------------------------------------------------------------------
@@ -138,7 +163,9 @@ def test_no_repeat_before_exhaustion_row_order():
     s = sampler("heterogeneous", sizes, {"A": 0.2, "B": 0.3, "C": 0.5}, batch_size=8, epoch_examples=50)
     stream = {i: [] for i in range(3)}
     for epoch in range(12):                                    # epochs end mid-permutation
-        for tids, eids in s.epoch_batches(epoch):
+        batches = s.epoch_batches(epoch)                       # 50 rows: 10, 15, 25
+        assert [len(t) for t, _ in batches] == [8] * 6 + [2] and task_counts(batches, 3).tolist() == [10, 15, 25]
+        for tids, eids in batches:
             for t, e in zip(tids, eids):
                 stream[int(t)].append(int(e))
     for i, n in enumerate(sizes.values()):
@@ -159,6 +186,8 @@ def test_no_repeat_across_epochs_every_schedule(schedule, pool):
     seen = {t: np.zeros(n, dtype=np.int64) for t, n in sizes.items()}
     for epoch in range(10):
         for tids, eids in s.epoch_batches(epoch):
+            lens = [lengths[s.tasks[t]][e] for t, e in zip(tids, eids)]
+            assert lens == sorted(lens)                        # every batch sorted, every task's
             for t, e in zip(tids, eids):
                 seen[s.tasks[t]][e] += 1
         for counts in seen.values():                           # k full passes + part of one
@@ -196,6 +225,28 @@ def test_size_weights_cover_every_example_once_per_epoch():
             assert np.array_equal(np.sort(ids), np.arange(n))
 
 
+def test_defaults_and_smallest_settings():
+    # defaults: batches of 128, seed 0
+    default = MultiTaskSampler({"A": 300}).epoch_batches(0)
+    assert [len(t) for t, _ in default] == [128, 128, 44]
+    assert same_batches(default, MultiTaskSampler({"A": 300}, None, 128, "heterogeneous", 0).epoch_batches(0))
+    # a task of one example; an epoch of one row (by size, 1/4 and 3/4: it goes to B)
+    assert task_counts(MultiTaskSampler({"A": 1, "B": 3}, None, 2).epoch_batches(0), 2).tolist() == [1, 3]
+    (tids, eids), = MultiTaskSampler({"A": 1, "B": 3}, None, 2, epoch_examples=1).epoch_batches(0)
+    assert tids.tolist() == [1] and 0 <= eids[0] < 3
+    # authors with batch_size = number of tasks: one row of each per group; m = min(1 // 1, 3 // 1) = 1
+    (tids, eids), = MultiTaskSampler({"A": 1, "B": 3}, None, 2, protocol="authors").epoch_batches(0)
+    assert sorted(tids.tolist()) == [0, 1]
+
+
+def test_a_task_with_weight_zero_gets_no_rows():
+    for schedule in SCHEDULES:
+        for anchor, rows in [(None, [20, 0]), ("A", [10, 0])]:    # no anchor: 20 rows, all A's (two passes)
+            s = MultiTaskSampler({"A": 10, "B": 10}, None, 4, schedule, anchor=anchor)
+            s.set_weights({"A": 1.0, "B": 0.0})
+            assert task_counts(s.epoch_batches(0), 2).tolist() == rows
+
+
 # -- determinism and resume --------------------------------------------------------------------------
 def same_batches(a, b):
     return len(a) == len(b) and all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b))
@@ -208,6 +259,47 @@ def test_same_seed_same_batches(schedule):
     epochs = [[s.epoch_batches(e) for e in range(3)] for s in runs]
     assert all(same_batches(a, b) for a, b in zip(epochs[0], epochs[1]))
     assert not same_batches(epochs[0][0], epochs[2][0])
+
+
+def rows_by_task(batches, num_tasks):
+    """(every row's task id, task 0's example ids, task 1's, ...), each in row order."""
+    tids, eids = np.concatenate([t for t, _ in batches]), np.concatenate([e for _, e in batches])
+    return [tids.tolist()] + [eids[tids == i].tolist() for i in range(num_tasks)]
+
+
+def test_random_streams_depend_on_seed_epoch_and_task():
+    """The schedule changes with the seed and the epoch; a task's examples with the seed; and two tasks
+    of the same size are not read in the same order (nor, under `authors`, cut at the same rows)."""
+    sizes, equal = {"A": 70, "B": 70}, {"A": 0.5, "B": 0.5}
+    setups = [{}, dict(schedule="homogeneous"), dict(schedule="homogeneous", anchor="A"), dict(protocol="authors")]
+    for kw in setups:
+        runs = []
+        for seed in (0, 1):
+            s = MultiTaskSampler(sizes, None, 8, seed=seed, **kw)
+            s.set_weights(equal)
+            runs.append([rows_by_task(s.epoch_batches(epoch), 2) for epoch in range(2)])
+        (t, a, b), (t_next, _, _) = runs[0]
+        (t_seed, a_seed, _), _ = runs[1]
+        assert t != t_seed and t != t_next and a != a_seed and a != b, kw
+        if kw.get("protocol") == "authors":                    # 68 of 70 rows kept: which ones
+            assert sorted(a) != sorted(a_seed) and sorted(a) != sorted(b)
+
+
+def test_streams_are_part_of_the_checkpoint_format():
+    """A resumed run regenerates its epoch and each task's permutation from the seed and the saved
+    cursors, so the random streams must not change while tl/train.py's CHECKPOINT_FORMAT stays the same:
+    these are the first epochs of seed 1 (change the seeding -> bump the format and these strings)."""
+    lengths = {"A": np.array([3, 1, 2, 2, 5, 4]), "B": np.array([2, 4, 1, 1])}
+    setups = {"heterogeneous": dict(lengths=lengths, length_pool=2), "homogeneous": dict(schedule="homogeneous"),
+              "authors": dict(protocol="authors")}
+    got = {}
+    for name, kw in setups.items():
+        s = MultiTaskSampler({"A": 6, "B": 4}, kw.pop("lengths", None), 3, kw.pop("schedule", "heterogeneous"), 1, **kw)
+        rows = [(t, e) for epoch in range(2) for tids, eids in s.epoch_batches(epoch) for t, e in zip(tids, eids)]
+        got[name] = " ".join(f"{t}{e}" for t, e in rows)
+    assert got == {"heterogeneous": "13 03 02 10 11 04 12 01 00 05 01 12 13 03 10 05 00 11 04 02",
+                   "homogeneous": "03 02 04 13 11 10 00 05 01 12 01 05 03 12 13 10 11 12 10 04",
+                   "authors": "01 11 04 05 03 12 02 00 10 01 02 12 00 10 13 05 03 04"}
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -246,6 +338,26 @@ def test_state_dict_resume_gives_identical_batches(schedule):
     resumed.set_weights(weights(3))
     assert same_batches(resumed.epoch_batches(3), uninterrupted[3])
     assert json.loads(json.dumps(resumed.state_dict())) == full.state_dict()
+
+
+def test_state_dict_by_hand():
+    """The sampler's part of a checkpoint, key by key: the settings, the epoch, the weights, the flag
+    for the authors' quota rule, and each task's cursor into its current pass."""
+    s = MultiTaskSampler({"A": 6, "B": 2}, None, 4, seed=5)
+    settings = {"tasks": ["A", "B"], "sizes": {"A": 6, "B": 2}, "batch_size": 4, "schedule": "heterogeneous",
+                "seed": 5, "epoch_examples": 8, "length_pool": 1, "protocol": "tl", "anchor": None}
+    assert s.state_dict() == {**settings, "epoch": 0, "weights": {"A": 0.75, "B": 0.25}, "uniform": None,
+                              "cursor": {"A": 0, "B": 0}, "passes": {"A": 0, "B": 0}}
+    s.epoch_batches(0)                                        # by size: one whole pass over each task
+    s.epoch_batches(1)
+    s.set_weights({"A": 1.0, "B": 1.0}, uniform=False)
+    s.epoch_batches(2)                                        # 4 rows each: half a pass of A, two of B
+    state = {**settings, "epoch": 3, "weights": {"A": 0.5, "B": 0.5}, "uniform": False,
+             "cursor": {"A": 4, "B": 0}, "passes": {"A": 2, "B": 4}}
+    assert s.state_dict() == state
+    resumed = MultiTaskSampler({"A": 6, "B": 2}, None, 4, seed=5)
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    assert resumed.state_dict() == state
 
 
 def test_load_state_dict_rejects_other_settings():
@@ -304,6 +416,31 @@ def test_length_sorting_and_pooling_reduce_padding():
         assert np.array_equal(np.bincount(t0, minlength=3), np.bincount(t1, minlength=3))
 
 
+def test_length_pools_are_consecutive_batches():
+    """length_pool = 3: rows move only within batches 0-2, 3-5, ...; every batch keeps its size."""
+    lengths = synthetic_lengths(SIZES, {"A": 10, "B": 40, "C": 70})
+    plain = sampler(batch_size=8, epoch_examples=100).epoch_batches(0)
+    pooled = sampler(batch_size=8, epoch_examples=100, lengths=lengths, length_pool=3).epoch_batches(0)
+    assert [len(t) for t, _ in pooled] == [len(t) for t, _ in plain] == [8] * 12 + [4]
+
+    def rows(batches):
+        return sorted((int(t), int(e)) for tids, eids in batches for t, e in zip(tids, eids))
+    for j in range(0, 13, 3):
+        assert rows(pooled[j:j + 3]) == rows(plain[j:j + 3])
+
+
+def test_pooled_pieces_are_dealt_afresh_each_epoch_and_seed():
+    """One pool of all 10 batches of one task: the batch that gets the 8 shortest rows is drawn anew
+    each epoch and for each seed (it is not always the same step)."""
+    lengths = {"A": np.arange(80) + 2}                          # all different: examples 0-7 are the shortest
+
+    def shortest(seed, epochs):
+        s = MultiTaskSampler({"A": 80}, lengths, 8, seed=seed, length_pool=10)
+        return [[int(e.max()) for _, e in s.epoch_batches(epoch)].index(7) for epoch in range(epochs)]
+    assert len(set(shortest(0, 4))) > 1
+    assert len({shortest(seed, 1)[0] for seed in range(4)}) > 1
+
+
 # -- bad input ---------------------------------------------------------------------------------------
 def one_line_error(fn, match):
     with pytest.raises(ValueError, match=match) as info:
@@ -311,23 +448,57 @@ def one_line_error(fn, match):
     assert "\n" not in str(info.value)
 
 
+def exact_error(fn, message):
+    with pytest.raises(ValueError) as info:
+        fn()
+    assert str(info.value) == message
+
+
 def test_bad_inputs_raise_clear_errors():
-    one_line_error(lambda: task_weights("proportional", SIZES), "unknown sampler 'proportional'.*" + ".*".join(SAMPLERS))
-    one_line_error(lambda: task_weights("dynamic", SIZES), "reference scores.*missing for: A, B, C")
-    one_line_error(lambda: task_weights("dynamic", SIZES, reference={"A": 70.0}), "missing for: B, C")
-    one_line_error(lambda: task_weights("dynamic", SIZES, reference={"A": 70.0, "B": 60.0, "C": 50.0},
-                                        current={"A": 50.0}), "current scores.*missing for: B, C")
-    one_line_error(lambda: task_weights("dynamic", SIZES, reference={"A": 0.7, "B": 0.6, "C": 0.5}), "x100")
-    one_line_error(lambda: task_weights("temperature", SIZES, temperature=0), "temperature")
-    one_line_error(lambda: task_weights("dynamic", SIZES, reference={"A": 70, "B": 60, "C": 50}, floor=0), "floor")
-    for bs in (0, -4):
-        one_line_error(lambda: MultiTaskSampler(SIZES, None, bs, "heterogeneous", 0), "batch_size")
-    one_line_error(lambda: MultiTaskSampler(SIZES, None, 32, "mixed", 0), "unknown schedule 'mixed'.*heterogeneous")
-    one_line_error(lambda: MultiTaskSampler(SIZES, None, 32, "heterogeneous", 0, length_pool=4), "lengths")
-    one_line_error(lambda: MultiTaskSampler({"A": 0}, None, 32, "heterogeneous", 0), "A=0")
-    one_line_error(lambda: MultiTaskSampler(SIZES, {"A": np.ones(3)}, 32, "heterogeneous", 0), "lengths\\['A'\\]")
-    one_line_error(lambda: sampler().set_weights({"A": 1.0}), "exactly the tasks")
-    one_line_error(lambda: sampler().set_weights({"A": -1.0, "B": 1.0, "C": 1.0}), ">= 0")
+    """Each message whole: what was wrong, the value given, the choices or the fix."""
+    ref = "the mean best dev score x100 of its single-task runs"
+    cases = [
+        (lambda: task_weights("uniform", {}), "task_weights: no tasks given (sizes is empty)"),
+        (lambda: task_weights("proportional", SIZES),
+         "unknown sampler 'proportional'; choose one of: uniform, size, temperature, dynamic, dynamic-softmax"),
+        (lambda: task_weights("dynamic", SIZES), f"sampler 'dynamic' needs reference scores for every task; "
+                                                 f"missing for: A, B, C ({ref})"),
+        (lambda: task_weights("dynamic-softmax", SIZES, reference={"A": 70.0}),
+         f"sampler 'dynamic-softmax' needs reference scores for every task; missing for: B, C ({ref})"),
+        (lambda: task_weights("dynamic-softmax", SIZES, reference={"A": 70, "B": 60, "C": 50}, current={"A": 50}),
+         "sampler 'dynamic-softmax' needs current scores for every task; missing for: B, C "
+         "(the multi-task model's latest dev score x100)"),
+        (lambda: task_weights("dynamic", SIZES, reference={"A": 0.7, "B": 0.6, "C": 0.5}),
+         "reference scores {'A': 0.7, 'B': 0.6, 'C': 0.5} look like fractions; give headline scores x100 (0-100)"),
+        (lambda: task_weights("temperature", SIZES, temperature=0), "temperature must be > 0, got 0"),
+        (lambda: task_weights("dynamic", SIZES, reference={"A": 70, "B": 60, "C": 50}, floor=0),
+         "dynamic sampling floor must be > 0 points, got 0"),
+        (lambda: MultiTaskSampler({}), "MultiTaskSampler: no tasks given (sizes is empty)"),
+        (lambda: MultiTaskSampler({"A": 0, "B": 2, "C": -1}),
+         "MultiTaskSampler: task sizes must be integers >= 1, got A=0, C=-1"),
+        (lambda: MultiTaskSampler(SIZES, None, 0), "batch_size must be an integer >= 1, got 0"),
+        (lambda: MultiTaskSampler(SIZES, None, -4), "batch_size must be an integer >= 1, got -4"),
+        (lambda: MultiTaskSampler(SIZES, None, 32, "mixed"),
+         "unknown schedule 'mixed'; choose one of: heterogeneous, homogeneous, partitioned"),
+        (lambda: MultiTaskSampler(SIZES, None, 32, seed=-1), "seed must be an integer >= 0, got -1"),
+        (lambda: MultiTaskSampler(SIZES, None, 32, epoch_examples=0),
+         "epoch_examples must be an integer >= 1 or None, got 0"),
+        (lambda: MultiTaskSampler(SIZES, None, 32, length_pool=0), "length_pool must be an integer >= 1, got 0"),
+        (lambda: MultiTaskSampler(SIZES, None, 32, length_pool=2),
+         "length_pool=2 needs the examples' lengths (lengths=None)"),
+        (lambda: MultiTaskSampler(SIZES, {"A": np.ones(3)}, 32),
+         "lengths['A'] must hold 1000 entries (one per example), got 3"),
+        (lambda: MultiTaskSampler(SIZES, {"A": np.ones(1000)}, 32),
+         "lengths['B'] must hold 500 entries (one per example), got none"),
+        (lambda: sampler().set_weights({"A": 1.0}),
+         "set_weights: need a weight for exactly the tasks ['A', 'B', 'C'], got ['A']"),
+        (lambda: sampler().set_weights({"A": -1.0, "B": 1.0, "C": 1.0}),
+         "set_weights: weights must be finite, >= 0 and not all 0, got {'A': -1.0, 'B': 1.0, 'C': 1.0}"),
+        (lambda: sampler().set_weights({"A": 0.0, "B": 0.0, "C": 0.0}),
+         "set_weights: weights must be finite, >= 0 and not all 0, got {'A': 0.0, 'B': 0.0, 'C': 0.0}"),
+    ]
+    for fn, message in cases:
+        exact_error(fn, message)
 
 
 # -- the authors' protocol: quotas -------------------------------------------------------------------
@@ -462,6 +633,19 @@ def test_authors_dynamic_epochs_change_length():
     assert s.steps_in_epoch() == 9 and len(s.epoch_batches(2)) == 9
 
 
+def test_authors_uniform_flag_is_kept_and_resumed():
+    """Equal weights: from `uniform`, 43 rows each (129-row groups); from another sampler (`size` over
+    equal sizes), corrected to 128 at task 0: 42, 43, 43. m = 1000 // 43 = 1000 // 42 = 23 groups."""
+    sizes, equal = {"A": 1000, "B": 1000, "C": 1000}, {"A": 1 / 3, "B": 1 / 3, "C": 1 / 3}
+    s = authors(sizes, equal)                                 # None: equal weights read as uniform
+    assert s.authors_groups() == ([43, 43, 43], 23) and s.steps_in_epoch() == 24    # 2967 rows
+    s.set_weights(equal, uniform=False)
+    assert s.authors_groups() == ([42, 43, 43], 23) and s.steps_in_epoch() == 23    # 2944 rows
+    resumed = authors(sizes)
+    resumed.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert resumed.authors_groups() == ([42, 43, 43], 23)
+
+
 def test_authors_sorting_inside_batches_keeps_composition():
     sizes = {"A": 1000, "B": 500, "C": 300}
     lengths = synthetic_lengths(sizes, {"A": 10, "B": 40, "C": 70})
@@ -477,15 +661,24 @@ def test_authors_sorting_inside_batches_keeps_composition():
 def test_authors_refuses_what_it_cannot_reproduce():
     sizes = {"RTE": 2490, "WNLI": 635}
     lens = synthetic_lengths(sizes, {"RTE": 67, "WNLI": 37})
-    one_line_error(lambda: MultiTaskSampler(sizes, None, 128, "homogeneous", protocol="authors"), "schedule")
-    one_line_error(lambda: MultiTaskSampler(sizes, lens, 128, length_pool=4, protocol="authors"), "length_pool")
-    one_line_error(lambda: MultiTaskSampler(sizes, None, 128, protocol="authors", anchor="RTE"), "anchor")
-    one_line_error(lambda: MultiTaskSampler(sizes, None, 128, protocol="authors", epoch_examples=100), "epoch_examples")
-    one_line_error(lambda: MultiTaskSampler(sizes, None, 128, protocol="fair"), "unknown protocol 'fair'")
-    one_line_error(lambda: MultiTaskSampler(sizes, None, 1, protocol="authors"), "smaller than the 2 tasks")
-    # 635 // 1 = 635 groups at most, but a task smaller than its quota empties the epoch
-    tiny = authors({"A": 5000, "B": 30}, {"A": 0.5, "B": 0.5})
-    one_line_error(tiny.steps_in_epoch, "B \\(30 < 64\\)")
+    needs = "protocol 'authors' reproduces their heterogeneous epochs: it needs "
+    exact_error(lambda: MultiTaskSampler(sizes, None, 128, "homogeneous", protocol="authors"),
+                needs + "schedule='heterogeneous', got schedule='homogeneous'")
+    exact_error(lambda: MultiTaskSampler(sizes, lens, 128, length_pool=4, protocol="authors"),
+                needs + "length_pool=1, got length_pool=4")
+    exact_error(lambda: MultiTaskSampler(sizes, None, 128, protocol="authors", anchor="RTE"),
+                needs + "anchor=None, got anchor='RTE'")
+    exact_error(lambda: MultiTaskSampler(sizes, None, 128, protocol="authors", epoch_examples=100),
+                needs + "epoch_examples=None, got epoch_examples=100")
+    exact_error(lambda: MultiTaskSampler(sizes, None, 128, protocol="fair"),
+                "unknown protocol 'fair'; choose one of: tl, authors")
+    exact_error(lambda: MultiTaskSampler(sizes, None, 1, protocol="authors"),
+                "protocol 'authors': batch_size 1 is smaller than the 2 tasks")
+    # a task smaller than its quota empties the epoch; one exactly at its quota gives one group
+    empty = "authors protocol: a task has fewer examples than its quota per batch, so the epoch is empty: "
+    exact_error(authors({"A": 5000, "B": 30}, {"A": 0.5, "B": 0.5}).steps_in_epoch, empty + "B (30 < 64)")
+    three = authors({"A": 43, "B": 40, "C": 10}, {"A": 1 / 3, "B": 1 / 3, "C": 1 / 3})     # 43 each
+    exact_error(three.steps_in_epoch, empty + "B (40 < 43), C (10 < 43)")
 
 
 # -- tl's anchored epochs ----------------------------------------------------------------------------
@@ -533,13 +726,14 @@ def test_anchor_single_task_batches(schedule):
     assert task_counts(batches, 3).tolist() == [100, 40, 60]
     per_task = {i: sorted((len(t) for t, _ in batches if t[0] == i), reverse=True) for i in range(3)}
     assert per_task == {0: [16] * 6 + [4], 1: [16, 16, 8], 2: [16] * 3 + [12]}
-    if schedule == "partitioned":
-        assert [int(t[0]) for t, _ in batches] == sorted(int(t[0]) for t, _ in batches)
+    order = [int(t[0]) for t, _ in batches]
+    assert (order == sorted(order)) == (schedule == "partitioned")   # homogeneous: the batches shuffled
 
 
 def test_anchor_settings_checked():
     one_line_error(lambda: MultiTaskSampler(SIZES, None, 32, anchor="Z"), "anchor 'Z'")
-    one_line_error(lambda: MultiTaskSampler(SIZES, None, 32, anchor="A", epoch_examples=10), "not both")
+    exact_error(lambda: MultiTaskSampler(SIZES, None, 32, anchor="A", epoch_examples=10),
+                "give either anchor (an epoch is one pass over it) or epoch_examples, not both")
     state = MultiTaskSampler(SIZES, None, 32, anchor="A").state_dict()
     with pytest.raises(ValueError, match="anchor='A'.*anchor='B'"):
         MultiTaskSampler(SIZES, None, 32, anchor="B").load_state_dict(state)

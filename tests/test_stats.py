@@ -6,11 +6,14 @@ import importlib.util
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.integrate
 import scipy.optimize
+import scipy.special
 import scipy.stats
 
 from tl import stats
@@ -364,6 +367,161 @@ def test_logistic_in_the_analysis(table):
     # 4 cells are too few to place a crossover: a warning instead
     assert lg["crossover_ratio"] is None and "only 4 significant cells" in lg["warning"]
     assert "**Warning**: only 4 significant cells" in render_markdown(run(table))
+
+
+# ---------------------------------------------------------------- power, logistic fit, tables: exact references
+def power_by_quadrature(diff, std, n, alpha):
+    """P(|T| > c) for T = (Z + nc) / sqrt(V / df), Z normal, V chi2(df): integrated over V with quad,
+    an oracle independent of scipy's noncentral t (sps.nct), which tl uses."""
+    df, nc = 2 * n - 2, abs(diff) / (std * math.sqrt(2 / n))
+    c = scipy.stats.t.ppf(1 - alpha / 2, df)
+
+    def integrand(v):
+        s = c * math.sqrt(v / df)
+        log_chi2 = (df / 2 - 1) * math.log(v) - v / 2 - scipy.special.gammaln(df / 2) - df / 2 * math.log(2)
+        return (scipy.special.ndtr(nc - s) + scipy.special.ndtr(-nc - s)) * math.exp(log_chi2)
+
+    return scipy.integrate.quad(integrand, 0, math.inf, epsabs=1e-13, epsrel=1e-11, limit=200)[0]
+
+
+def test_power_equals_the_noncentral_t_integral():
+    # std 1; n = 2 (df 2); a negative diff; n = 3 with noncentrality 10, where scipy's lower tail is NaN
+    for diff, std, n, alpha in ((1.0, 1.0, 17, 0.05), (10.0, 1.0, 2, 0.05), (-0.7, 1.3, 5, 0.1),
+                                (10 * math.sqrt(2 / 3), 1.0, 3, 0.05), (2.0, 1.5, 4, 0.1)):
+        assert stats.t_test_power(diff, std, n, alpha) == pytest.approx(power_by_quadrature(diff, std, n, alpha),
+                                                                         rel=1e-9), (diff, std, n)
+    # no true difference: the test rejects at its level, half in each tail
+    assert stats.t_test_power(0.0, 1.0, 5, 0.05) == pytest.approx(0.05, rel=1e-12)
+    # no noise: any difference is found; none is found at the level
+    assert stats.t_test_power(1.0, 0.0, 4, 0.05) == stats.t_test_power(-2.5, 0.0, 4, 0.05) == 1.0
+    assert stats.t_test_power(0.0, 0.0, 4, 0.05) == 0.05
+    # an infinite difference is always found; a NaN difference or std has no power, so no seed count
+    assert stats.t_test_power(math.inf, 1.0, 4, 0.05) == 1.0
+    assert stats.t_test_power(math.nan, 1.0, 4, 0.05) == stats.t_test_power(1.0, math.nan, 4, 0.05) == 0.0
+    assert stats.seeds_needed(math.nan, 1.0, 0.05) is None
+
+
+def test_seeds_needed_is_the_smallest_n_reaching_the_power():
+    # default power 0.8: d = 1 std needs 17 seeds per method (the textbook figure), by a scan of the oracle
+    scan = next(n for n in range(2, 100) if power_by_quadrature(1.0, 1.0, n, 0.05) >= 0.8)
+    assert scan == 17 and stats.seeds_needed(1.0, 1.0, 0.05) == 17
+    assert stats.seeds_needed(10.0, 1.0, 0.05) == 2  # 2 seeds already give 99% power
+    # ">= power": a target equal to the power at k seeds needs exactly k, at either end and inside
+    for k in (2, 5, 10):
+        target = stats.t_test_power(0.8, 1.0, k, 0.05)
+        assert stats.seeds_needed(0.8, 1.0, 0.05, power=target, max_n=10) == k
+    assert stats.seeds_needed(0.8, 1.0, 0.05, power=stats.t_test_power(0.8, 1.0, 11, 0.05), max_n=10) is None
+    # more than the default max_n = 1000 seeds: None, even one past it; a tiny difference: None
+    assert stats.seeds_needed(0.1, 1.0, 0.05, power=stats.t_test_power(0.1, 1.0, 1001, 0.05)) is None
+    assert stats.seeds_needed(0.01, 1.0, 0.05) is None
+
+
+def test_size_heuristic_picks_stilts_on_equal_sizes():
+    np.testing.assert_array_equal(stats.size_heuristic_picks_mtl([100, 200, 300], [200, 200, 200]),
+                                  [True, False, False])
+
+
+def test_heuristic_accuracy_by_hand():
+    # significant and picks as 0/1 numbers (as read from a table); diff 0 counts as STILTs better (MTL iff diff > 0)
+    diff = [0.0, 0.5, -2.0, 3.0]  # cell 1 correct (STILTs picked), 2 correct (MTL), 3 wrong, 4 not significant
+    assert stats.heuristic_accuracy(diff, [1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]) == (3, 2, 2 / 3)
+    n_sig, n_ok, acc = stats.heuristic_accuracy(diff, [False] * 4, [True] * 4)
+    assert (n_sig, n_ok) == (0, 0) and math.isnan(acc)
+
+
+def test_describe_small_samples_quietly_and_in_float64():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns on the mean of nothing and on ddof=1 with one value
+        n, mean, std = stats.describe([])
+        assert n == 0 and math.isnan(mean) and math.isnan(std)
+        n, mean, std = stats.describe([5.0])
+        assert (n, mean) == (1, 5.0) and math.isnan(std)
+    # float32 scores: 1 + 2^-24 rounds to 1 in float32, so only a float64 mean is 1/2 + 2^-25
+    n, mean, std = stats.describe(np.array([1.0, 2.0**-24], dtype=np.float32))
+    assert mean == 0.5 + 2.0**-25 and std == pytest.approx((1 - 2.0**-24) / math.sqrt(2), rel=1e-15)
+
+
+def test_tables_with_a_lone_cell_and_an_empty_target():
+    nan = np.nan
+    mtl = np.array([[70.0, nan], [nan, nan], [nan, 80.0]])  # target 0 one MTL cell; target 1 none at all
+    stilts = np.array([[60.0, nan], [nan, nan], [nan, 82.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty target is NaN without numpy's all-NaN warning
+        t1 = stats.table1(mtl, stilts, np.array([1.0, 2.0, nan]))
+    np.testing.assert_array_equal(t1, [[70.0, 60.0, 70.0, 1.0], [nan, nan, nan, 2.0], [80.0, 82.0, 82.0, nan]])
+    picks = np.array([[False, True], [True, True], [True, True]])
+    t2 = stats.table2(np.array([50.0, 51.0, 52.0]), mtl, stilts, picks)  # (T,) MTL-ALL: one sampler
+    np.testing.assert_array_equal(t2, [[50.0, 60.0, 70.0], [51.0, nan, nan], [52.0, 80.0, 82.0]])
+    np.testing.assert_array_equal(stats.table2(np.array([[50.0], [51.0], [52.0]]), mtl, stilts, picks), t2)
+
+
+def assert_no_fit(fit, reason):
+    assert fit.coef.shape == (2,) and np.isnan(fit.coef).all() and fit.cov.shape == (2, 2) and np.isnan(fit.cov).all()
+    assert fit.converged is False and fit.n_iter == 0 and fit.reason == reason
+
+
+def test_logistic_fit_refusals():
+    for x, y in (([1.0, 2, 3], [0.0, 0, 0]), ([1.0, 2], [1.0, 1])):
+        assert_no_fit(stats.logistic_fit(np.array(x), np.array(y)), "one class only")
+    # classes that only touch (both at x = 1) still have no finite maximum: the slope runs off to infinity
+    for y in ([0.0, 0, 1, 1], [1.0, 1, 0, 0]):
+        assert_no_fit(stats.logistic_fit(np.array([0.0, 1, 1, 2]), np.array(y)), "classes separable: no finite fit")
+
+
+def test_logistic_fit_saturated_model_in_closed_form():
+    """x in {0, 1}: two parameters for two groups, so the fitted P(y = 1) at each x is the group's share
+    (1/5 at 0, 3/4 at 1): coef = (logit 1/5, logit 3/4 - logit 1/5) = (-log 4, log 12). The inverse
+    Fisher information is Woolf's: var b0 = 1 / (n0 p0 q0), var b1 = var b0 + 1 / (n1 p1 q1), cov = -var b0."""
+    x = [0] * 5 + [1] * 4
+    y = [1, 0, 0, 0, 0] + [1, 1, 1, 0]
+    fit = stats.logistic_fit(x, y)
+    assert fit.converged and fit.reason == ""
+    np.testing.assert_allclose(fit.coef, [-math.log(4), math.log(12)], rtol=1e-9)  # Newton stops at steps < 1e-10
+    v0, v1 = 1 / (5 * 0.2 * 0.8), 1 / (4 * 0.75 * 0.25)
+    np.testing.assert_allclose(fit.cov, [[v0, -v0], [-v0, v0 + v1]], rtol=1e-9)
+    # one Newton step from 0 (every p = 1/2, weight 1/4) is 4 x the least squares fit of y - 1/2 on x:
+    # (4 (1/5 - 1/2), 4 (3/4 - 1/5)) = (-1.2, 2.2); with max_iter=1 that is where it stops, unconverged
+    one = stats.logistic_fit(x, y, max_iter=1)
+    np.testing.assert_allclose(one.coef, [-1.2, 2.2], rtol=1e-12)
+    assert one.n_iter == 1 and not one.converged and np.isnan(stats.crossover(one)).all()
+    # the stop is strict (step < tol): with tol = the first step's 2.2 the second step (0.27) stops it
+    assert stats.logistic_fit(x, y, tol=np.abs(one.coef).max()).n_iter == 2
+    # crossover -b0 / b1 = log 4 / log 12; delta method: gradient (-1 / b1, -xc / b1)
+    b0, b1 = -math.log(4), math.log(12)
+    xc = -b0 / b1
+    half = scipy.stats.norm.ppf(0.95) * math.sqrt((v0 + xc**2 * (v0 + v1) - 2 * xc * v0) / b1**2)
+    assert stats.crossover(fit, level=0.9) == pytest.approx((xc, xc - half, xc + half), abs=1e-9)
+
+
+def test_crossover_delta_method_by_hand():
+    cov = np.array([[0.5, -0.2], [-0.2, 0.1]])
+    fit = stats.LogisticFit(np.array([-3.0, 2.0]), cov, True, 5)
+    # xc = 1.5; var = (0.5 + 1.5^2 * 0.1 + 2 * 1.5 * -0.2) / 2^2 = 0.125 / 4
+    half = scipy.stats.norm.ppf(0.975) * math.sqrt(0.125 / 4)
+    assert stats.crossover(fit) == pytest.approx((1.5, 1.5 - half, 1.5 + half), rel=1e-12)
+    assert stats.crossover(stats.LogisticFit(np.array([-1.0, 1.0]), cov, True, 5))[0] == 1.0  # slope exactly 1
+    assert np.isnan(stats.crossover(stats.LogisticFit(np.array([1.0, 0.0]), cov, True, 5))).all()  # flat
+
+
+def test_logistic_fit_halves_steps_where_newton_overshoots():
+    """1,452 points at 6 distinct x (near separation) on which plain Newton from 0 overshoots at its
+    7th step, diverges and meets a singular Hessian at its 11th; the step-halved fit reaches the
+    maximum: the score equations X'(p - y) = 0 hold, and scipy's BFGS finds the same coefficients."""
+    counts = [1164, 1, 107, 2, 170, 8]
+    x = np.repeat([-3.3, 1.1, 1.3, -1.1, 1.8, -4.3], counts)
+    y = np.repeat([0.0, 1, 0, 0, 0, 1], counts)
+    fit = stats.logistic_fit(x, y)
+    assert fit.converged
+    p = 1 / (1 + np.exp(-(fit.coef[0] + fit.coef[1] * x)))
+    assert abs(np.sum(p - y)) < 1e-8 and abs(np.sum(x * (p - y))) < 1e-8
+
+    def nll_and_grad(beta):
+        eta = beta[0] + beta[1] * x
+        r = 1 / (1 + np.exp(-eta)) - y
+        return np.sum(np.logaddexp(0, eta) - y * eta), np.array([r.sum(), (x * r).sum()])
+
+    ref = scipy.optimize.minimize(nll_and_grad, np.zeros(2), jac=True, method="BFGS", options={"gtol": 1e-9}).x
+    np.testing.assert_allclose(fit.coef, ref, rtol=1e-8)
 
 
 # ---------------------------------------------------------------- inputs

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from tl.metrics import compute_metrics, headline_score
-from tl.tasks import GLUE_TASKS, TaskSpec, get_task, load_task_spec, read_split, register_task, with_files
+from tl.tasks import (GLUE_TASKS, TaskSpec, get_task, load_task_spec, read_split, read_text, register_task,
+                      with_files)
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md"
 # official dev sizes (the GLUE distribution; the HF glue split sizes)
@@ -114,11 +115,13 @@ def test_user_defined_regression_task_without_header(tmp_path):
     (tmp_path / "train.tsv").write_text("a b\tc d\t0.5\nx\ty\t4.25\n")
     (tmp_path / "spec.json").write_text(json.dumps({"name": "Sim", "files": {"train": "train.tsv", "dev": "train.tsv"},
                                                     "has_header": False, "text_a": 0, "text_b": 1, "label": -1,
-                                                    "regression": True}))
+                                                    "regression": True, "label_range": [0, 5], "train_size": 2,
+                                                    "aliases": ["sim-alias"]}))
     spec = load_task_spec(tmp_path / "spec.json")
     examples = read_split(spec, tmp_path, "train")
     assert examples.labels.tolist() == [0.5, 4.25] and examples.text_b == ["c d", "y"]
     assert spec.metrics == ("pearson", "spearman") and spec.headline == "pearson"
+    assert spec.label_range == (0, 5) and spec.train_size == 2 and spec.aliases == ("sim-alias",)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -127,11 +130,17 @@ def test_user_defined_regression_task_without_header(tmp_path):
     ({"metrics": ["bleu"]}, r"unknown metric\(s\) \['bleu'\]"),
     ({"has_header": False}, "given by name but has_header is false"),
     ({"labels": ["a", "a"]}, "labels must be distinct"),
+    ({"label": ...}, r"missing keys \['label'\]; allowed: \['aliases', 'files', "),
+    ({"labels": ...}, r'give either "labels": \[\.\.\.\] \(classification\) or "regression": true'),
+    ({"labels": "ab"}, r'"labels" must be a list of label strings, got "ab"$'),
+    ({"files": {"train": 5, "dev": "d.tsv"}}, r'"files" must be an object \{split: file name\}, got \{"train": 5'),
+    ({"metrics": []}, r'"metrics" is empty; name at least one of \[\'acc_and_f1\', \'accuracy\''),
 ])
 def test_bad_json_specs_name_the_file_and_the_problem(tmp_path, change, message):
     raw = {"name": "Bad", "files": {"train": "t.tsv", "dev": "d.tsv"}, "text_a": "s", "label": "l",
            "labels": ["a", "b"]}
-    (tmp_path / "bad.json").write_text(json.dumps({**raw, **change}))
+    raw = {k: v for k, v in {**raw, **change}.items() if v is not ...}  # ...: the key left out
+    (tmp_path / "bad.json").write_text(json.dumps(raw))
     with pytest.raises(ValueError, match=message) as error:
         load_task_spec(tmp_path / "bad.json")
     assert "bad.json" in str(error.value)
@@ -152,3 +161,127 @@ def test_samples_cover_all_nine_tasks_and_read_cleanly(samples_dir):
             assert len(examples) >= 64 and examples.skipped == 0
             if not spec.is_regression:
                 assert len(np.unique(examples.labels)) >= 2
+
+
+def test_json_spec_files_that_are_not_specs(tmp_path):
+    path = tmp_path / "spec.json"
+    with pytest.raises(FileNotFoundError, match=f"^task spec {re.escape(str(path))} not found$"):
+        load_task_spec(path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: not valid JSON \\(Expecting"):
+        load_task_spec(path)
+    path.write_text("[1]")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: expected a JSON object with keys ['aliases', 'files', ")):
+        load_task_spec(path)
+    path.write_text(json.dumps({"name": "Fine", "files": {"train": "t", "dev": "d"}, "text_a": 0, "label": 1,
+                                "has_header": False, "labels": ["a", "b"]}))
+    spec = load_task_spec(path)  # a classification task's default metric
+    assert spec.metrics == ("accuracy",) and spec.headline == "accuracy" and spec.train_size is None
+
+
+TOY = dict(name="Toy", dirname="Toy", files={"train": "t.tsv", "dev": "d.tsv"}, text_a=0, text_b=None, label=1,
+           has_header=False, labels=("a", "b"), metrics=("accuracy",), headline="accuracy")
+REGRESSION = dict(labels=None, metrics=("pearson",), headline="pearson")
+INF = float("inf")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"name": "my task"}, "task 'my task': 'my task' is not a task or split name (they name folders): use letters, "
+                          "digits, '-' and '_', starting with a letter or digit"),
+    ({"train_size": 0}, "task 'Toy': train_size must be a positive integer, got 0"),
+    ({"train_size": 2.5}, "task 'Toy': train_size must be a positive integer, got 2.5"),
+    ({"label_range": (0.0, 1.0)}, "task 'Toy': label_range must be [low, high] with low < high, for a regression task"),
+    *[({**REGRESSION, "label_range": r}, "task 'Toy': label_range must be [low, high] with low < high, for a "
+       "regression task") for r in [(0.0, 1.0, 2.0), (-INF, 1.0), (1.0, 1.0), (0.0, INF)]],
+    ({"files": {"train": "t.tsv"}}, "task 'Toy': files must name a 'train' and a 'dev' file, got ['train']"),
+    ({"headline": "f1"}, "task 'Toy': headline 'f1' must be one of its metrics ['accuracy']"),
+    ({"labels": ()}, "task 'Toy': labels must be distinct and non-empty, got ()"),
+    *[({"labels": None, "metrics": (m,), "headline": m}, "task 'Toy': a regression task (no labels) can only use "
+       "pearson/spearman") for m in ("accuracy", "f1", "matthews", "acc_and_f1")],
+    ({"text_b": 1.5}, "task 'Toy': a column must be an index or a header name, got 1.5"),
+    ({"text_a": None}, "task 'Toy': text_a and label columns are required"),
+])
+def test_task_spec_refuses_bad_fields_in_one_line(change, message):
+    with pytest.raises(ValueError) as error:
+        TaskSpec(**{**TOY, **change})
+    assert str(error.value) == message
+
+
+def test_task_spec_edges_that_are_valid():
+    assert TaskSpec(**{**TOY, **REGRESSION, "label_range": (0.0, 5.0), "train_size": 1}).label_range == (0.0, 5.0)
+
+
+def test_undecodable_byte_names_its_line(tmp_path):
+    path = tmp_path / "t.tsv"
+    path.write_bytes(b"\nline two\n\xff three\nfour\nfive\n")  # byte 10 is not UTF-8; it is on line 3
+    with pytest.raises(ValueError) as error:
+        read_text(path)
+    assert str(error.value) == f"{path}, line 3: not UTF-8 (invalid start byte at byte 10); save it as UTF-8"
+
+
+def toy(tmp_path, text: str, **change) -> TaskSpec:
+    """A Toy task (labels a/b) whose train and dev file is tmp_path/t.tsv, holding `text`."""
+    (tmp_path / "t.tsv").write_text(text, newline="")
+    return TaskSpec(**{**TOY, "files": {"train": str(tmp_path / "t.tsv"), "dev": str(tmp_path / "t.tsv")}, **change})
+
+
+def test_columns_by_name_and_by_index_with_their_errors(tmp_path):
+    path = tmp_path / "t.tsv"
+    spec = toy(tmp_path, "text\tlabel\nx\ta\n", has_header=True, text_a="sentence", label="label")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: column 'sentence' not in the header ['text', 'label']")):
+        read_split(spec, tmp_path, "train")
+    with pytest.raises(ValueError, match=re.escape(f"{path}: column index 2 out of range for 2 fields per line")):
+        read_split(toy(tmp_path, "x\ta\n", label=2), tmp_path, "train")
+    assert read_split(toy(tmp_path, "x\ta\n", text_a=-2), tmp_path, "train").text_a == ["x"]  # -2 of 2 fields: 0
+
+
+def test_line_endings_and_trailing_text_are_kept_as_written(tmp_path):
+    """CRLF lines lose their "\\r" only: a last field's own trailing space or "X" is text."""
+    spec = toy(tmp_path, "b\tA\tMalcolm X\r\na\tB\ttrailing space \r\n", text_a=1, text_b=2, label=0)
+    examples = read_split(spec, tmp_path, "train")
+    assert examples.text_b == ["Malcolm X", "trailing space "] and examples.labels.tolist() == [1, 0]
+    assert examples.path == tmp_path / "t.tsv"
+
+
+def test_files_that_cannot_be_read_as_the_spec_says(tmp_path):
+    (tmp_path / "RTE" / "train.tsv").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="a folder is there, not a file: move it away and put the "
+                                                "tab-separated file in its place$"):
+        read_split(get_task("RTE"), tmp_path, "train")
+    spec = toy(tmp_path, "")
+    (tmp_path / "t.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(f'Toy train file not found: {tmp_path / "t.tsv"}; put the '
+                                                          'file there or fix "files" in the task spec of Toy')):
+        read_split(spec, tmp_path, "train")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 't.tsv'}: no data lines")):
+        read_split(toy(tmp_path, "text\tlabel\n", has_header=True), tmp_path, "train")
+    # the header is the layout: rows with another field count are malformed, however many they are
+    with pytest.raises(ValueError, match="skipped 2 of 2 lines"):
+        read_split(toy(tmp_path, "text\tlabel\nx\ta\tmore\ny\tb\tmore\n", has_header=True), tmp_path, "train")
+
+
+def test_headerless_layout_is_the_most_common_and_one_percent_bad_is_a_warning(tmp_path):
+    """First line malformed (1 of 100 = 1%, not more): a warning, and the other 99 lines read."""
+    text = "only one field\n" + "".join(f"row {i}\t{'ab'[i % 2]}\n" for i in range(99))
+    with pytest.warns(UserWarning, match=r"t.tsv: skipped 1 of 100 lines \(.*\), lines 1$"):
+        examples = read_split(toy(tmp_path, text), tmp_path, "train")
+    assert len(examples) == 99 and examples.text_a[0] == "row 0" and examples.skipped == 1
+
+
+def test_skipped_lines_warning_points_at_the_caller(tmp_path):
+    """stacklevel: the warning names the line that called read_split, not tl/tasks.py."""
+    text = "only one field\n" + "".join(f"row {i}\ta\n" for i in range(99))
+    with pytest.warns(UserWarning) as record:
+        read_split(toy(tmp_path, text), tmp_path, "train")
+    assert [w.filename for w in record] == [__file__]
+
+
+def test_scores_outside_the_range_or_not_numbers_are_bad_lines(tmp_path):
+    no_range = toy(tmp_path, "a\t-7.5\nb\t1e3\n", **REGRESSION)
+    assert read_split(no_range, tmp_path, "train").labels.tolist() == [-7.5, 1e3]
+    spec = toy(tmp_path, "a\t7\nb\tnan\nc\tinf\nd\t-1\ne\tn/a\nf\t2.5\n", **REGRESSION, label_range=(0.0, 5.0))
+    with pytest.raises(ValueError, match=r"skipped 5 of 6 lines \(.*\), lines 1, 2, 3, 4, 5: more than 1% bad"):
+        read_split(spec, tmp_path, "train")
+    write_rte(tmp_path, 300, {i: f"{i}\tbroken" for i in range(0, 60, 10)})  # six bad lines: five listed
+    with pytest.raises(ValueError, match=r"skipped 6 of 300 lines \(.*\), lines 2, 12, 22, 32, 42, \.\.\.: more"):
+        read_split(get_task("RTE"), tmp_path, "train")

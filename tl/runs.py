@@ -200,8 +200,13 @@ def read_record(run_dir: Path) -> dict | None:
 
 def identity(config: dict) -> dict:
     """The settings that make a run what it is. A one-task run never reads the multi-task sampler's
-    settings, so they are not part of its identity."""
-    skip = NOT_IDENTITY | (ONE_TASK_UNUSED if config.get("mode") in ("single", "stilts") else set())
+    settings, so they are not part of its identity. The seeds of the single runs a run builds on are:
+    STILTs continues from one of them, dynamic sampling (without --reference-scores) averages them."""
+    mode = config.get("mode")
+    skip = NOT_IDENTITY | (ONE_TASK_UNUSED if mode in ("single", "stilts") else set())
+    if mode == "stilts" or (mode != "single" and str(config.get("sampler")).startswith("dynamic")
+                            and not config.get("reference_scores")):
+        skip = skip - {"support_seeds"}
     return {k: v for k, v in config.items() if k not in skip}
 
 

@@ -289,9 +289,8 @@ class MultiTaskSampler:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a `state_dict()`; the settings must be those the state was saved with."""
-        saved_before_protocols = {"protocol": "tl", "anchor": None}
         for key, value in self._settings().items():
-            got = state.get(key, saved_before_protocols.get(key))
+            got = state.get(key, "tl" if key == "protocol" else None)   # saved before protocols: tl, no anchor
             if got != value:
                 raise ValueError(f"sampler state was saved with {key}={got!r} but this run has "
                                  f"{key}={value!r}; resume with the same settings")

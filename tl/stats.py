@@ -55,7 +55,7 @@ def t_test(a: np.ndarray, b: np.ndarray, welch: bool = False, alternative: str =
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.size < 2 or b.size < 2:
         return None
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         res = sps.ttest_ind(a, b, equal_var=not welch, alternative=alternative)
     return TTest(t=float(res.statistic), p=float(res.pvalue), df=float(res.df))
@@ -66,7 +66,7 @@ def adjust_pvalues(p: np.ndarray, method: str = "none") -> np.ndarray:
 
     "none": p unchanged. "holm" (Holm 1979, controls the family-wise error): with p sorted ascending,
     adj_(i) = max_{j<=i} min(1, (m - j + 1) p_(j)). "bh" (Benjamini-Hochberg 1995, controls the false
-    discovery rate): adj_(i) = min_{j>=i} min(1, m p_(j) / j). m = number of non-NaN p; i, j from 1.
+    discovery rate): adj_(i) = min_{j>=i} m p_(j) / j (<= p_(m) <= 1). m = number of non-NaN p; i, j from 1.
     A test is significant at level alpha when its adjusted p < alpha.
     """
     p = np.asarray(p, dtype=np.float64)
@@ -75,15 +75,15 @@ def adjust_pvalues(p: np.ndarray, method: str = "none") -> np.ndarray:
     out = p.copy()
     ok = ~np.isnan(p)
     m = int(ok.sum())
-    if method == "none" or m == 0:
+    if method == "none":
         return out
-    order = np.argsort(p[ok], kind="stable")
+    order = np.argsort(p[ok])  # any order of ties: tied p get equal adjusted p
     ps = p[ok][order]  # (m,) ascending
     rank = np.arange(1, m + 1)
     if method == "holm":
         adj = np.maximum.accumulate(np.minimum(1.0, (m - rank + 1) * ps))
     else:
-        adj = np.minimum.accumulate(np.minimum(1.0, m * ps / rank)[::-1])[::-1]
+        adj = np.minimum.accumulate((m * ps / rank)[::-1])[::-1]
     back = np.empty(m)
     back[order] = adj
     out[ok] = back
@@ -112,9 +112,8 @@ def heuristic_accuracy(diff: np.ndarray, significant: np.ndarray, picks_mtl: np.
 
 def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
     """np.nanmean without the all-NaN warning (an all-NaN slice gives NaN)."""
-    with np.errstate(invalid="ignore"):
-        n = np.sum(~np.isnan(x), axis=axis)
-        return np.where(n > 0, np.nansum(x, axis=axis) / np.maximum(n, 1), np.nan)
+    n = np.sum(~np.isnan(x), axis=axis)
+    return np.where(n > 0, np.nansum(x, axis=axis) / np.maximum(n, 1), np.nan)
 
 
 def average_pairwise(mtl: np.ndarray, stilts: np.ndarray) -> np.ndarray:
@@ -182,8 +181,8 @@ def violation_ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     d = b[..., ib] - a[..., ia]  # (..., K): Qb - Qa on each interval
     total = (width * d**2).sum(-1)
     viol = (width * np.maximum(d, 0.0) ** 2).sum(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(total > 0, viol / total, np.nan)
+    with np.errstate(invalid="ignore"):  # viol <= total: only identical samples divide, 0 / 0 = NaN
+        return viol / total
 
 
 def aso_min_epsilon(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: int = 1000,
@@ -205,7 +204,7 @@ def aso_min_epsilon(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_bo
     ra = a[rng.integers(0, a.size, size=(n_boot, a.size))]  # (B, n)
     rb = b[rng.integers(0, b.size, size=(n_boot, b.size))]  # (B, m)
     boot = violation_ratio(ra, rb)  # (B,), NaN where a resample pair is identical
-    sigma = float(np.nanstd(boot - eps)) if np.any(~np.isnan(boot)) else 0.0
+    sigma = float(np.nanstd(boot)) if np.any(~np.isnan(boot)) else 0.0
     return float(np.clip(eps + sps.norm.ppf(1.0 - confidence) * sigma, 0.0, 1.0))
 
 
@@ -261,7 +260,7 @@ def logistic_fit(x: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float =
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     nan2 = np.full(2, np.nan)
     nan22 = np.full((2, 2), np.nan)
-    if y.min(initial=1) == y.max(initial=0):
+    if y.min() == y.max():
         return LogisticFit(nan2, nan22, False, 0, "one class only")
     x0, x1 = x[y == 0], x[y == 1]
     if x0.max() <= x1.min() or x1.max() <= x0.min():

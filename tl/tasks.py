@@ -268,13 +268,13 @@ def read_split(spec: TaskSpec, data_dir, split: str) -> Examples:
         raise FileNotFoundError(f"{spec.name} {split} file not found: {path}; {how}")
     # Split on "\n" only: str.splitlines would also break lines at \x0b, \x1c, \u2028, ... inside text.
     lines = read_text(path).split("\n")
-    if lines and lines[-1] == "":
+    if lines[-1] == "":
         lines.pop()  # the newline that ends the last line
     rows = [line.rstrip("\r").split("\t") for line in lines]
     if len(rows) <= int(spec.has_header):
         raise ValueError(f"{path}: no data lines")
     first = 1 if spec.has_header else 0
-    header = rows[0] if spec.has_header and rows else None
+    header = rows[0] if spec.has_header else None
     # Without a header, the most common field count is the file's layout.
     n_fields = len(header) if header else Counter(map(len, rows)).most_common(1)[0][0]
     a, b, y = (None if c is None else _resolve(c, header, n_fields, path)

@@ -156,7 +156,15 @@ def load_task(name: str, tokenizer, data_dir: Path, n: int) -> tuple[TaskData, s
     if n < len(train):
         train = train.subset(subsample(len(train), n, 0))
     dev = splits
-    return TaskData(spec=spec, train=train, dev=dev), str(source)
+    return TaskData(spec=spec, train=train, dev=dev), shown(source)
+
+
+def shown(folder: Path) -> str:
+    """A data folder as docs/PERFORMANCE.md may name it: $TL_GLUE_DIR, or relative to the repository."""
+    folder = Path(folder).resolve()
+    if os.environ.get("TL_GLUE_DIR") and folder == Path(os.environ["TL_GLUE_DIR"]).resolve():
+        return "$TL_GLUE_DIR"
+    return str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else str(folder)
 
 
 # --------------------------------------------------------------------------------------------- the baseline
