@@ -46,8 +46,8 @@ from tl.heads import HeadSpec, MultiTaskModel, label_count_key
 from tl.hub import resolve_model
 from tl.metrics import BOUNDS, majority_score
 from tl.model import Encoder, EncoderConfig
-from tl.runs import (SCHEMA, check_data, check_existing, check_writable, drop_checkpoints, hold_run, read_record,
-                     resolve_dir, run_id, write_json)
+from tl.runs import (SCHEMA, builds_on_singles, check_data, check_existing, check_writable, drop_checkpoints,
+                     hold_run, read_record, resolve_dir, run_id, write_json)
 from tl.tasks import GLUE_TASKS, get_task
 from tl.tokenizer import Tokenizer
 from tl.train import TaskData, TrainSettings, fit, seed_everything
@@ -221,10 +221,6 @@ def single_jobs(cfg: RunConfig, settings: TrainSettings, train_size: Callable[[s
     return [_make_job(base, settings, "single", [task], s) for s in cfg.support_seeds]
 
 
-def _uses_references(job: Job) -> bool:
-    return job.mode in ("mtl", "mtl_all") and job.settings.sampler.startswith("dynamic") and not job.cfg.reference_scores
-
-
 def plan(cfg: RunConfig, settings: TrainSettings, train_size: Callable[[str], int]) -> list[Job]:
     """The jobs of every seed of `cfg`, each after the jobs it needs (STILTs' support runs, dynamic
     sampling's reference runs); a job shared by several is listed once. `train_size(task)`: the
@@ -237,7 +233,9 @@ def plan(cfg: RunConfig, settings: TrainSettings, train_size: Callable[[str], in
     for seed in cfg.seeds:
         job = _make_job(cfg, settings, cfg.mode, names, seed)
         sizes = train_sizes(job.cfg, train_size, job.target, list(job.supports))
-        built_on = list(job.supports) if job.mode == "stilts" else list(sizes) if _uses_references(job) else []
+        built_on = []
+        if builds_on_singles(job.mode, job.settings.sampler, job.cfg.reference_scores):
+            built_on = list(job.supports) if job.mode == "stilts" else list(sizes)
         deps = [d for t in built_on for d in single_jobs(job.cfg, settings, train_size, t, sizes[t])]
         for d in deps:
             jobs.setdefault(d.run_id, d)

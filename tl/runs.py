@@ -204,10 +204,16 @@ def identity(config: dict) -> dict:
     STILTs continues from one of them, dynamic sampling (without --reference-scores) averages them."""
     mode = config.get("mode")
     skip = NOT_IDENTITY | (ONE_TASK_UNUSED if mode in ("single", "stilts") else set())
-    if mode == "stilts" or (mode != "single" and str(config.get("sampler")).startswith("dynamic")
-                            and not config.get("reference_scores")):
+    if builds_on_singles(mode, config.get("sampler"), config.get("reference_scores")):
         skip = skip - {"support_seeds"}
     return {k: v for k, v in config.items() if k not in skip}
+
+
+def builds_on_singles(mode: str, sampler, reference_scores) -> bool:
+    """Whether a run starts from single runs (STILTs: its support's best) or reads their scores
+    (dynamic sampling without --reference-scores): the recipes train those first."""
+    return mode == "stilts" or (mode in ("mtl", "mtl_all") and str(sampler).startswith("dynamic")
+                                and not reference_scores)
 
 
 def check_existing(run_dir: Path, config: dict) -> dict | None:
