@@ -1,4 +1,5 @@
 """Small helpers shared by the tests (no pytest, no transformers: cheap to import)."""
+import json
 import importlib.util
 from pathlib import Path
 
@@ -25,3 +26,12 @@ def random_split(n: int, rng: np.random.Generator, num_labels: int = 2, regressi
     labels = rng.normal(size=n).astype(np.float32) if regression else rng.integers(0, num_labels, size=n)
     return TokenizedSplit(ids=ids, type_ids=np.zeros_like(ids), offsets=offsets, lengths=lengths.astype(np.int32),
                           labels=labels)
+
+
+def checkpoint_step(state) -> int:
+    """The step of a run's checkpoint/state.json, -1 while there is none: the checkpoint folder is
+    replaced by a rename at each save, so the file can vanish between a look and a read."""
+    try:
+        return json.loads(state.read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return -1

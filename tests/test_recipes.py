@@ -19,6 +19,7 @@ from tl.model import Encoder, EncoderConfig
 from tl.tasks import GLUE_TASKS, get_task
 from tl.data import collate as collate_rows
 from tl.train import TrainSettings
+from helpers import checkpoint_step
 from dataclasses import replace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -442,7 +443,7 @@ def test_killed_mtl_run_resumes_identically(tmp_path, minilm_path, protocol, rid
     state = killed / rid / "checkpoint" / "state.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["step"] >= 14:  # mid third epoch
+        if checkpoint_step(state) >= 14:  # mid third epoch
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)

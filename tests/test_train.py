@@ -18,7 +18,7 @@ from tl.heads import HeadSpec, MultiTaskModel
 from tl.model import Encoder, EncoderConfig
 from tl.tasks import get_task
 from tl.train import TaskData, TrainSettings, fit
-from helpers import random_split
+from helpers import checkpoint_step, random_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEP = train.train_step  # the real one, for the spies that tests put in its place
@@ -405,7 +405,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, minilm_path):
     state = killed / "single__rte__lim128__s7" / "checkpoint" / "state.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["step"] >= 6:
+        if checkpoint_step(state) >= 6:
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
