@@ -24,7 +24,7 @@ The results folder is tl/runs.py's: run ids, records, atomic writes. A run whose
 complete is skipped; a partial one resumes, on the same data files only (their sha256 are in its
 record); a different run under the same id is refused before any training, and so is a second process
 on a run being trained (`tl.runs.hold_run`).
-Imports tl.cli, tl.data, tl.heads, tl.hub, tl.metrics, tl.model, tl.runs, tl.tasks, tl.tokenizer, tl.train.
+Imports tl.data, tl.heads, tl.hub, tl.metrics, tl.model, tl.runs, tl.tasks, tl.tokenizer, tl.train.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 import tl
-from tl.cli import arg
+from tl.train import arg
 from tl.data import data_identity, load_tokenized, subsample
 from tl.heads import HeadSpec, MultiTaskModel, label_count_key
 from tl.hub import resolve_model

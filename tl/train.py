@@ -39,7 +39,7 @@ A skipped step (a non-finite loss; fp16: gradients that overflow the loss scale)
 same batch is tried again, the schedule waiting; `max_nonfinite` in a row (fp16: down to a loss scale
 of 1) end the run.
 
-Imports tl.cli, tl.data, tl.heads, tl.metrics, tl.model, tl.runs, tl.sampling.
+Imports tl.data, tl.heads, tl.metrics, tl.model, tl.runs, tl.sampling.
 """
 from __future__ import annotations
 
@@ -59,7 +59,6 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from tl.cli import arg
 from tl.data import collate
 from tl.heads import MultiTaskModel
 from tl.metrics import compute_metrics, headline_score
@@ -71,6 +70,11 @@ CHECKPOINT_FORMAT = 2  # 2: loop state in state.json, optim.pt loadable with wei
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # settings that may change between a run and its resumption (they do not change what is computed)
 RESUME_FREE = {"progress", "save_every", "keep_checkpoint", "keep_best", "eval_batch_size", "compile"}
+
+
+def arg(default, help: str, **choices):
+    """A dataclass field with its flag's help text (tools/flags.py turns it into `--a-flag`)."""
+    return field(default=default, metadata={"help": help, **choices})
 
 
 @dataclass

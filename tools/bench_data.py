@@ -19,9 +19,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py
 
 from bench import machine_description, write_section  # noqa: E402
-from tl.cli import ArgumentParser  # noqa: E402
+from flags import ArgumentParser  # noqa: E402
 from tl.data import ARRAYS, bucket_batches, load_tokenized, padding_fraction  # noqa: E402
 from tl.tasks import GLUE_TASKS, get_task  # noqa: E402
 from tl.tokenizer import Tokenizer  # noqa: E402

@@ -26,10 +26,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bench import machine_description, write_section  # noqa: E402
-from tl.cli import ArgumentParser  # noqa: E402
+from flags import ArgumentParser  # noqa: E402
 from tl.data import bucket_batches, padding_fraction  # noqa: E402
 from tl.model import Encoder  # noqa: E402
 from tl.tasks import GLUE_TASKS, read_split, with_files  # noqa: E402

@@ -59,11 +59,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py
 sys.path.insert(0, str(ROOT / "tests"))
 
 from allocator import keep_freed_memory  # noqa: E402
 from bench import machine_description, write_section  # noqa: E402
-from tl.cli import ArgumentParser  # noqa: E402
+from flags import ArgumentParser  # noqa: E402
 from tl.data import collate, load_tokenized, subsample  # noqa: E402
 from tl.heads import HeadSpec, MultiTaskModel  # noqa: E402
 from tl.model import Encoder, EncoderConfig  # noqa: E402

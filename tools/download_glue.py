@@ -33,8 +33,9 @@ from pathlib import Path, PurePosixPath
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py
 
-from tl.cli import ArgumentParser  # noqa: E402
+from flags import ArgumentParser  # noqa: E402
 from tl.hub import download, sha256_file  # noqa: E402
 from tl.tasks import GLUE_TASKS, TaskSpec, get_task, read_text  # noqa: E402
 

@@ -17,7 +17,7 @@ class's names, and `config.json` with `architectures`, `id2label`/`label2id` (th
 `num_labels` follows from them), `problem_type` and the head's dropout. RoBERTa's and DistilBERT's
 classifiers read the first token, not a pooler, so a pooler is left out there as transformers' class
 has none. Tokenizer files are copied. tests/test_export.py checks transformers' outputs against tl's.
-Imports tl.cli, tl.heads, tl.model, tl.runs, tl.tasks.
+Imports tl.heads, tl.model, tl.runs, tl.tasks.
 """
 import shutil
 import sys
@@ -25,11 +25,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from tl.cli import ArgumentParser  # noqa: E402
+from flags import ArgumentParser  # noqa: E402
 from tl.heads import MultiTaskModel, read_head_config  # noqa: E402
 from tl.model import Encoder  # noqa: E402
 from tl.runs import fresh_dir, swap_dir, write_json  # noqa: E402

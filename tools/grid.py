@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py
 
-from tl.cli import ArgumentParser, add_arguments, from_namespace  # noqa: E402
+from flags import ArgumentParser, add_arguments, from_namespace  # noqa: E402
 from tl.recipes import RunConfig, check_inputs  # noqa: E402
 from tl.runs import check_writable, interruptible  # noqa: E402
 from tl.study.plan import (GridConfig, dry_run, make_plan, parse_shard, plan_tasks, shard_runs,  # noqa: E402

@@ -20,9 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py
 
-from tl.cli import ArgumentParser  # noqa: E402
-from tl.cli import add_arguments, arg, from_namespace  # noqa: E402
+from flags import ArgumentParser  # noqa: E402
+from flags import add_arguments, from_namespace  # noqa: E402
+from tl.train import arg  # noqa: E402
 from tl.metrics import BOUNDS  # noqa: E402
 from tl.study.report import StatsSettings, analyse, render_markdown, to_json, write_atomic, write_outputs  # noqa: E402
 from tl.study.scores import read_run_records, read_scores_csv, task_sizes  # noqa: E402

@@ -35,7 +35,7 @@ sys.path[:0] = [str(TOOLS.parent), str(TOOLS)]  # tl, and tools/allocator.py als
 
 import torch  # noqa: E402
 from allocator import keep_freed_memory  # noqa: E402
-from tl.cli import ArgumentParser, add_arguments, from_namespace  # noqa: E402
+from flags import ArgumentParser, add_arguments, from_namespace  # noqa: E402
 from tl.recipes import RunConfig, check_inputs, run  # noqa: E402
 from tl.runs import RunBusy, interruptible, resolve_dir  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402

@@ -12,7 +12,7 @@ asks `tl.recipes.plan` for their jobs: run ids, dependencies (`needs`) and the r
 (`outputs`) are the recipes' own, so the grid re-derives none of them. Jobs are deduplicated by run id
 (under the authors' protocol both targets of a pair share one MTL run) and listed in dependency order.
 
-Imports tl.cli, tl.recipes, tl.runs, tl.sampling, tl.tasks, tl.tokenizer, tl.hub, tl.train (public functions only).
+Imports tl.recipes, tl.runs, tl.sampling, tl.tasks, tl.tokenizer, tl.hub, tl.train (public functions only).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from itertools import permutations
 from pathlib import Path
 
-from tl.cli import arg
+from tl.train import arg
 from tl.recipes import Job, RunConfig, parse_support_size, plan, train_sizes
 from tl.runs import live_lock, lock_path, read_record, resolve_dir
 from tl.sampling import authors_quotas, task_weights

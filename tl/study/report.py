@@ -1,6 +1,6 @@
 """The paper's analysis assembled from seed scores, and its Markdown / CSV / JSON outputs.
 
-Imports tl.stats (every statistic), tl.cli (flags) and tl.study.scores (the Score rows).
+Imports tl.stats (every statistic) and tl.study.scores (the Score rows).
 `analyse(rows, settings, sizes)` takes the Score rows of ONE protocol (`settings.protocol` picks it
 when the rows hold both; a matrix never mixes them) and returns one JSON-ready dict:
   protocol        "tl" or "authors": whose rules trained every score analysed (docs/PROTOCOL.md)
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from tl import stats
-from tl.cli import arg
+from tl.train import arg
 from tl.study.scores import PROTOCOLS, Score, select_protocol, support_factor, target_train_size
 
 SAMPLER_ORDER = ("uniform", "size", "dynamic", "dynamic-softmax")  # Table 2's column order

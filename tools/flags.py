@@ -1,10 +1,10 @@
 """Command-line flags generated from dataclasses (STYLE.md principle 12, after litgpt's args.py).
 
-A settings dataclass declares each field with `arg(default, "one-line help")`; `add_arguments`
+A settings dataclass declares each field with `tl.train.arg(default, "one-line help")`; `add_arguments`
 turns the fields into argparse flags (`micro_batch` -> `--micro-batch`), and `from_namespace`
 builds the dataclass back from the parsed flags, so the dataclass's `__post_init__` validates them
 and the resolved settings can be written into every run directory. Tuples become comma lists
-(`--seeds 42,544460`), booleans `--flag/--no-flag`. Imports no tl file.
+(`--seeds 42,544460`), booleans `--flag/--no-flag`. Imports no tl file; used by the tools only.
 """
 from __future__ import annotations
 
@@ -19,11 +19,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def arg(default, help: str, **choices):
-    """A dataclass field with its flag's help text (and optional `choices=`)."""
-    return dataclasses.field(default=default, metadata={"help": help, **choices})
 
 
 def _parse_tuple(kind):
