@@ -20,11 +20,11 @@ import pytest
 import torch
 from safetensors import SafetensorError
 
-import tl.runs
+import tl.study.locks
 import tl.train
 from tl.data import load_tokenized
 from tl.model import Encoder, EncoderConfig
-from tl.runs import LOCK_TIMEOUT, hold_run, live_lock, lock_owner
+from tl.study.locks import LOCK_TIMEOUT, hold_run, live_lock, lock_owner
 from tl.tasks import get_task
 from tl.tokenizer import Tokenizer
 from helpers import load_tool
@@ -193,7 +193,7 @@ def test_a_second_writer_is_refused_naming_the_first(partial, tmp_path):
 def test_lock_heartbeat_and_reentrance(tmp_path, monkeypatch):
     """hold_run refreshes its lock's mtime while held, is re-entrant in its process (the grid holds
     it around tools/train.py's recipe, which takes it again) and releases it on the way out."""
-    monkeypatch.setattr(tl.runs, "HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr(tl.study.locks, "HEARTBEAT_SECONDS", 0.05)
     lock = tmp_path / "r" / "grid.lock"
     with hold_run(tmp_path, "r"):
         os.utime(lock, (0, 0))

@@ -15,7 +15,7 @@ import torch
 
 from tl.model import Encoder, EncoderConfig
 from tl.recipes import RunConfig
-from tl.runs import acquire_lock, live_lock, lock_owner, release_lock
+from tl.study.locks import acquire_lock, live_lock, lock_owner, release_lock
 from tl.study.plan import GridConfig, make_plan, shard_runs, train_counts
 from tl.tasks import get_task
 from tl.train import TrainSettings
@@ -205,7 +205,7 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
     release_lock(lock, token)
     lock.write_text(json.dumps({"pid": dead.pid, "host": "another-host", "time": 0, "token": "y"}))
     assert acquire_lock(lock) is None and live_lock(lock)  # another host's process cannot be checked: respected
-    os.utime(lock, (0, 0))  # ... until its heartbeat stops (tl.runs.LOCK_TIMEOUT; before: a grid waited forever)
+    os.utime(lock, (0, 0))  # ... until its heartbeat stops (tl.study.locks.LOCK_TIMEOUT; before: a grid waited forever)
     assert live_lock(lock) is None
     lock.write_text("")  # a writer killed between creating the lock and filling it in
     assert acquire_lock(lock) is None  # fresh: it may still be being written

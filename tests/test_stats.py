@@ -18,7 +18,8 @@ import scipy.stats
 
 from tl import stats
 from tl.study.plots import NO_TEST, NOT_SIGNIFICANT, matrix_state
-from tl.study.report import StatsSettings, analyse, render_markdown
+from tl.study.report import (StatsSettings, analyse, average_pairwise, heuristic_accuracy, render_markdown,
+                             size_heuristic_picks_mtl, table1, table2)
 from tl.study.scores import read_run_records, read_scores_csv, task_sizes
 from tl.tasks import get_task
 
@@ -417,15 +418,15 @@ def test_seeds_needed_is_the_smallest_n_reaching_the_power():
 
 
 def test_size_heuristic_picks_stilts_on_equal_sizes():
-    np.testing.assert_array_equal(stats.size_heuristic_picks_mtl([100, 200, 300], [200, 200, 200]),
+    np.testing.assert_array_equal(size_heuristic_picks_mtl([100, 200, 300], [200, 200, 200]),
                                   [True, False, False])
 
 
 def test_heuristic_accuracy_by_hand():
     # significant and picks as 0/1 numbers (as read from a table); diff 0 counts as STILTs better (MTL iff diff > 0)
     diff = [0.0, 0.5, -2.0, 3.0]  # cell 1 correct (STILTs picked), 2 correct (MTL), 3 wrong, 4 not significant
-    assert stats.heuristic_accuracy(diff, [1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]) == (3, 2, 2 / 3)
-    n_sig, n_ok, acc = stats.heuristic_accuracy(diff, [False] * 4, [True] * 4)
+    assert heuristic_accuracy(diff, [1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 0.0]) == (3, 2, 2 / 3)
+    n_sig, n_ok, acc = heuristic_accuracy(diff, [False] * 4, [True] * 4)
     assert (n_sig, n_ok) == (0, 0) and math.isnan(acc)
 
 
@@ -447,12 +448,12 @@ def test_tables_with_a_lone_cell_and_an_empty_target():
     stilts = np.array([[60.0, nan], [nan, nan], [nan, 82.0]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an empty target is NaN without numpy's all-NaN warning
-        t1 = stats.table1(mtl, stilts, np.array([1.0, 2.0, nan]))
+        t1 = table1(mtl, stilts, np.array([1.0, 2.0, nan]))
     np.testing.assert_array_equal(t1, [[70.0, 60.0, 70.0, 1.0], [nan, nan, nan, 2.0], [80.0, 82.0, 82.0, nan]])
     picks = np.array([[False, True], [True, True], [True, True]])
-    t2 = stats.table2(np.array([50.0, 51.0, 52.0]), mtl, stilts, picks)  # (T,) MTL-ALL: one sampler
+    t2 = table2(np.array([50.0, 51.0, 52.0]), mtl, stilts, picks)  # (T,) MTL-ALL: one sampler
     np.testing.assert_array_equal(t2, [[50.0, 60.0, 70.0], [51.0, nan, nan], [52.0, 80.0, 82.0]])
-    np.testing.assert_array_equal(stats.table2(np.array([[50.0], [51.0], [52.0]]), mtl, stilts, picks), t2)
+    np.testing.assert_array_equal(table2(np.array([[50.0], [51.0], [52.0]]), mtl, stilts, picks), t2)
 
 
 def assert_no_fit(fit, reason):
@@ -692,9 +693,9 @@ def test_average_pairwise_by_hand():
     stilts = np.array([[65.0, 62.0, 90.0], [nan, 85.0, 79.0]])
     # target 0: support 2 lacks MTL, so it is left out (np.maximum gives NaN there, as the authors')
     # target 1: support 0 has neither
-    np.testing.assert_allclose(stats.average_pairwise(mtl, stilts), [(70 + 62) / 2, (85 + 81) / 2])
-    assert np.isnan(stats.average_pairwise(np.full((1, 2), nan), np.array([[1.0, 2.0]])))[0]
-    t1 = stats.table1(mtl, stilts, np.array([50.0, nan]))
+    np.testing.assert_allclose(average_pairwise(mtl, stilts), [(70 + 62) / 2, (85 + 81) / 2])
+    assert np.isnan(average_pairwise(np.full((1, 2), nan), np.array([[1.0, 2.0]])))[0]
+    t1 = table1(mtl, stilts, np.array([50.0, nan]))
     np.testing.assert_allclose(t1[:, 2], [(70 + 62) / 2, (85 + 81) / 2])
     np.testing.assert_allclose(t1[0], [(70 + 60) / 2, (65 + 62 + 90) / 3, 66.0, 50.0])
 

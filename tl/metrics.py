@@ -1,17 +1,5 @@
-"""GLUE metrics as pure numpy functions, and a task's headline score.
-
-Follows the GLUE benchmark's definitions (Wang et al., ICLR 2019, Table 1) as computed by the
-reference `glue_compute_metrics` of the transformers examples the paper's code ran:
-accuracy; F1 of the positive class (label 1: "equivalent" for MRPC, "duplicate" for QQP);
-Matthews correlation (CoLA); Pearson and Spearman correlation (STS-B); (accuracy + F1) / 2 for
-MRPC and QQP (the GLUE leaderboard's combined score). The headline metric of each task is the one
-of docs/PROTOCOL.md ("Scores (x100) per task"), named by `TaskSpec.headline`.
-
-Every function takes two 1-D arrays of equal length N: `pred` (N,) and `gold` (N,). A degenerate
-input (empty, constant, non-finite) returns 0.0 with a warning, never NaN and never a crash, so a
-run that predicts one class all epoch still gets a score and a visible warning. `majority_score` is
-the baseline every run record keeps: the score of predicting the dev set's most frequent label.
-Imports no tl file.
+"""GLUE metrics in numpy as the paper's code computed them (transformers' `glue_compute_metrics`; Wang et al. 2019),
+and a task's headline score. Degenerate inputs give 0.0 with a warning, never NaN. Imports no tl file.
 """
 import warnings
 
@@ -33,31 +21,24 @@ def _degenerate(metric: str, why: str) -> float:
 def accuracy(pred, gold) -> float:
     """Fraction of exact matches."""
     pred, gold = _pair(pred, gold)
-    if pred.size == 0:
-        return _degenerate("accuracy", "no examples")
-    return float(np.mean(pred == gold))
+    return float(np.mean(pred == gold)) if pred.size else _degenerate("accuracy", "no examples")
 
 
 def f1(pred, gold) -> float:
-    """F1 of the positive class (label 1) = 2 TP / (2 TP + FP + FN), the harmonic mean of precision
-    and recall written so that it is defined whenever either is."""
-    pred, gold = _pair(pred, gold)
-    tp = int(np.sum((pred == 1) & (gold == 1)))
-    fp = int(np.sum((pred == 1) & (gold != 1)))
-    fn = int(np.sum((pred != 1) & (gold == 1)))
+    """F1 of label 1 (MRPC's "equivalent", QQP's "duplicate") = 2 TP / (2 TP + FP + FN)."""
+    p, g = (a == 1 for a in _pair(pred, gold))
+    tp, fp, fn = int(np.sum(p & g)), int(np.sum(p & ~g)), int(np.sum(~p & g))
     if 2 * tp + fp + fn == 0:
         return _degenerate("F1", "no positive label in predictions or gold")
     return 2 * tp / (2 * tp + fp + fn)
 
 
 def matthews(pred, gold) -> float:
-    """Matthews correlation, multi-class form (Gorodkin 2004; sklearn's `matthews_corrcoef`):
-    (c s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t)), with c correct, s total, t and p the per-class
-    counts of gold and predicted labels. Equals the binary phi coefficient for two classes."""
+    """Multi-class Matthews correlation (Gorodkin 2004; sklearn's `matthews_corrcoef`): (c s - t.p) /
+    sqrt((s^2 - p.p)(s^2 - t.t)), c correct, s total, t and p the per-class gold and predicted counts."""
     pred, gold = _pair(pred, gold)
     classes = np.union1d(pred, gold)
-    t = np.array([np.sum(gold == k) for k in classes], dtype=np.float64)
-    p = np.array([np.sum(pred == k) for k in classes], dtype=np.float64)
+    t, p = (np.array([np.sum(labels == k) for k in classes], dtype=np.float64) for labels in (gold, pred))
     c, s = float(np.sum(pred == gold)), float(pred.size)
     denominator = (s * s - p @ p) * (s * s - t @ t)
     if denominator == 0:
@@ -66,10 +47,9 @@ def matthews(pred, gold) -> float:
 
 
 def pearson(pred, gold) -> float:
-    """Pearson's r of the two samples (float64, centred first as scipy.stats.pearsonr does)."""
-    pred, gold = _pair(pred, gold)
-    x, y = pred.astype(np.float64), gold.astype(np.float64)
-    if x.size < 2 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+    """Pearson's r in float64, centred first as scipy.stats.pearsonr does."""
+    x, y = (a.astype(np.float64) for a in _pair(pred, gold))
+    if x.size < 2 or not np.isfinite(np.r_[x, y]).all():
         return _degenerate("correlation", "fewer than 2 examples or non-finite values")
     x, y = x - x.mean(), y - y.mean()
     nx, ny = np.linalg.norm(x), np.linalg.norm(y)
@@ -80,16 +60,8 @@ def pearson(pred, gold) -> float:
 
 def rank_average(x) -> np.ndarray:
     """Ranks 1..N of `x` (N,), ties given the mean of their ranks (scipy.stats.rankdata 'average')."""
-    x = np.asarray(x)
-    order = np.argsort(x, kind="stable")
-    sorted_x = x[order]
-    # a new group of equal values starts where the sorted value changes
-    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
-    ends = np.r_[starts[1:], x.size]  # exclusive
-    group_rank = (starts + 1 + ends) / 2.0  # mean of ranks starts+1 .. ends
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = np.repeat(group_rank, ends - starts)
-    return ranks
+    _, inverse, counts = np.unique(np.asarray(x).reshape(-1), return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # the mean of ranks end - count + 1 .. end
 
 
 def spearman(pred, gold) -> float:
@@ -105,22 +77,14 @@ def acc_and_f1(pred, gold) -> float:
     return (accuracy(pred, gold) + f1(pred, gold)) / 2
 
 
-METRICS = {
-    "accuracy": accuracy,
-    "f1": f1,
-    "matthews": matthews,
-    "pearson": pearson,
-    "spearman": spearman,
-    "acc_and_f1": acc_and_f1,
-}
+METRICS = {m.__name__: m for m in (accuracy, f1, matthews, pearson, spearman, acc_and_f1)}
 # the interval each metric lies in (a headline score: 100 times it); correlations can be negative
 BOUNDS = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "matthews": (-1.0, 1.0), "pearson": (-1.0, 1.0),
           "spearman": (-1.0, 1.0), "acc_and_f1": (0.0, 1.0)}
 
 
 def compute_metrics(spec, predictions, labels) -> dict:
-    """All of `spec.metrics` for one split: `predictions` are class ids (N,) or logits (N, C) for a
-    classification task, floats (N,) for a regression task; `labels` (N,) as read by tasks.read_split."""
+    """All of `spec.metrics` for one split, from class ids (N,) or logits (N, C), or regression floats (N,)."""
     predictions = np.asarray(predictions)
     if spec.is_regression:
         predictions = predictions.reshape(-1).astype(np.float64)
@@ -137,13 +101,10 @@ def headline_score(spec, metrics: dict) -> float:
 
 
 def majority_score(spec, labels) -> float:
-    """The headline score x100 of predicting the most frequent label of `labels` (N,) for every example
-    (the smallest label id on a tie): what a model that learned nothing scores. For regression, a
-    constant prediction has no correlation with the labels: 0.0. Matthews is 0.0 for any constant."""
-    labels = np.asarray(labels)
-    if spec.is_regression or labels.size == 0:
+    """Headline score x100 of always predicting the most frequent label (smallest on a tie); 0.0 for regression."""
+    if spec.is_regression or np.size(labels) == 0:
         return 0.0
     values, counts = np.unique(labels, return_counts=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a constant's Matthews correlation: 0.0, as intended
-        return headline_score(spec, compute_metrics(spec, np.full(labels.shape, values[np.argmax(counts)]), labels))
+        return headline_score(spec, compute_metrics(spec, np.full(len(labels), values[np.argmax(counts)]), labels))

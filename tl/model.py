@@ -1,16 +1,10 @@
-"""The encoder: BERT, RoBERTa and DistilBERT in pure PyTorch, loading Hugging Face checkpoints.
+"""The encoder (BERT, RoBERTa, DistilRoBERTa, DistilBERT) in pure PyTorch, loading Hugging Face checkpoints.
 
-Follows transformers' `BertModel`, `RobertaModel` and `DistilBertModel` (a post-LayerNorm Transformer
-encoder, Devlin et al. 2019) number for number; DistilRoBERTa is `roberta` with 6 layers. The module tree
-mirrors BertModel's checkpoint tree, DistilBERT's names go through one key map, and each layer's
-query/key/value are fused into one `attention.self.qkv` at load and split back on save (gpt-fast's load
-hook), so folders saved here load in transformers. Padding is removed inside the encoder: Linears,
-LayerNorms and activations run over the N real tokens only, attention over the padded (B, T) grid (the
-"unpadding" of MosaicBERT and FlashAttention's varlen kernels); outputs at padding positions are zero.
-Imports no tl file (only torch and safetensors): it can be copied alone into another project.
-
-Notation: B batch, T tokens per row, N real (non-padding) tokens in the batch, H hidden size,
-nh attention heads, hs head size (H = nh * hs), I intermediate (feed-forward) size.
+Follows transformers' `BertModel`, `RobertaModel` and `DistilBertModel` (Devlin et al. 2019) number for number, in
+BertModel's checkpoint layout (q/k/v fused at load, split back on save: gpt-fast's load hook); all but attention runs
+over the N real tokens only (MosaicBERT's unpadding). Imports no tl file (only torch and safetensors): it can be
+copied alone into another project. Notation: B batch, T tokens per row, N real (non-padding) tokens in the batch,
+H hidden size, nh attention heads, hs head size (H = nh * hs), I intermediate (feed-forward) size.
 """
 import dataclasses
 import json
@@ -29,20 +23,16 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "distilbert": "DistilBertModel"}  # by model_type
-
-# hidden_act names of transformers' ACT2FN that these checkpoints use
 ACTIVATIONS = {"gelu": F.gelu, "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
                "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"), "relu": F.relu, "silu": F.silu,
-               "swish": F.silu}
+               "swish": F.silu}  # the hidden_act names of transformers' ACT2FN that these checkpoints use
 
-# DistilBertConfig's keys -> the BertConfig keys tl uses; DistilBERT has no token types and a fixed
-# LayerNorm eps (transformers' distilbert `Embeddings` and `TransformerBlock` hard-code 1e-12)
+# DistilBERT's config keys and tensor names ({}: the layer index) -> BertModel's; DistilBERT has no token types
+# and a fixed LayerNorm eps (transformers' distilbert `Embeddings` and `TransformerBlock` hard-code 1e-12)
 DISTILBERT_CONFIG_KEYS = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
                           "hidden_dim": "intermediate_size", "activation": "hidden_act",
                           "dropout": "hidden_dropout_prob", "attention_dropout": "attention_probs_dropout_prob"}
 DISTILBERT_FIXED = {"type_vocab_size": 0, "layer_norm_eps": 1e-12, "position_embedding_type": "absolute"}
-
-# DistilBERT checkpoint names -> BertModel names; {} is the layer index
 DISTILBERT_KEYS = {f"transformer.layer.{{}}.{a}": f"encoder.layer.{{}}.{b}" for a, b in {
     "attention.q_lin": "attention.self.query", "attention.k_lin": "attention.self.key",
     "attention.v_lin": "attention.self.value", "attention.out_lin": "attention.output.dense",
@@ -53,7 +43,6 @@ QKV = ("query", "key", "value")  # the checkpoint's three projections, in the or
 LAYER_INDEX = r"\.(\d+)\."  # the `.3.` of `encoder.layer.3.output.dense.weight`
 
 
-# --------------------------------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
 class EncoderConfig:
     """The architecture, under the key names of a Hugging Face `config.json` (BertConfig's)."""
@@ -106,12 +95,11 @@ class EncoderConfig:
             raise ValueError(f"{source}: unknown model_type {model_type!r}; tl supports {', '.join(ARCHITECTURES)}")
         if model_type == "distilbert":
             d = {DISTILBERT_CONFIG_KEYS.get(k, k): v for k, v in d.items()} | DISTILBERT_FIXED
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        missing = [name for name, f in fields.items() if name not in d and f.default is dataclasses.MISSING]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d and f.default is dataclasses.MISSING]
         if missing:
             raise ValueError(f"{source}: missing {', '.join(map(repr, missing))}; a {model_type} config.json has them")
         try:
-            return cls(**{name: d[name] for name in fields if name in d})
+            return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
         except ValueError as e:
             raise ValueError(f"{source}: {e}") from None
 
@@ -138,7 +126,6 @@ class EncoderConfig:
         return {"architectures": [ARCHITECTURES[self.model_type]], **d}
 
 
-# --------------------------------------------------------------------------------------------- padding
 class Grid(NamedTuple):
     """Where the N real tokens sit in the padded (B, T) batch; `keep` and `mask` are None when nothing is padded."""
 
@@ -149,28 +136,23 @@ class Grid(NamedTuple):
 
     @classmethod
     def of(cls, attention_mask: Optional[torch.Tensor], B: int, T: int) -> "Grid":
-        """The Grid of a (B, T) attention mask (1 = real token; None = no padding)."""
         if attention_mask is None or bool(attention_mask.all()):
             return cls(None, B, T, None)
         keep = attention_mask.reshape(-1).nonzero().squeeze(1)  # (N,)
         return cls(keep, B, T, attention_mask.bool()[:, None, None, :])
 
-    def pad(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, D) -> (B, T, D), zeros at padding."""
+    def pad(self, x: torch.Tensor) -> torch.Tensor:  # (N, D) -> (B, T, D), zeros at padding
         if self.keep is not None:
             x = x.new_zeros(self.B * self.T, x.shape[-1]).index_copy(0, self.keep, x)
         return x.view(self.B, self.T, -1)
 
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (N, D)."""
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (N, D)
         x = x.reshape(self.B * self.T, -1)
         return x if self.keep is None else x.index_select(0, self.keep)
 
 
-# --------------------------------------------------------------------------------------------- modules
 def position_ids(input_ids: torch.Tensor, config: EncoderConfig) -> torch.Tensor:
-    """(B, T) -> (B, T): 0 .. T-1 in every row; RoBERTa's real tokens count from pad_token_id + 1 and padding
-    keeps pad_token_id (fairseq `utils.make_positions`, transformers' `create_position_ids_from_input_ids`)."""
+    """(B, T) -> (B, T): 0 .. T-1; RoBERTa's from pad_token_id + 1, padding at pad_token_id (fairseq make_positions)."""
     if config.model_type != "roberta":
         return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     real = input_ids.ne(config.pad_token_id).long()
@@ -211,8 +193,7 @@ class SelfAttention(nn.Module):
         self.register_load_state_dict_pre_hook(SelfAttention.fuse_qkv)
 
     def fuse_qkv(self, state: dict, prefix: str, *args) -> None:
-        """Load hook: the checkpoint's `query`, `key` and `value` become one (3H, H) `qkv` weight and (3H,) bias,
-        once, so every forward does one matmul; a state dict already fused (tl's own) passes through."""
+        """Load hook: the checkpoint's query/key/value -> one (3H, H) `qkv` weight and (3H,) bias; tl's own pass."""
         for param in ("weight", "bias"):
             names = [f"{prefix}{n}.{param}" for n in QKV]
             if all(n in state for n in names):
@@ -297,27 +278,24 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """input_ids, attention_mask (1 = real token, None = no padding), token_type_ids (DistilBERT ignores
-        them): (B, T) integers -> the last hidden state (B, T, H), zero at padding."""
+        """(B, T) ids, mask (1 = real; None: no padding), token types -> last hidden state (B, T, H), 0 at pads."""
         B, T = input_ids.shape
         limit = self.config.max_position_embeddings  # less pad_token_id + 1 for RoBERTa, whose positions start there
         limit -= self.config.pad_token_id + 1 if self.config.model_type == "roberta" else 0
         if T > limit:
             raise ValueError(f"sequence length {T} exceeds the model's {limit} positions")
-        positions = position_ids(input_ids, self.config)  # (B, T)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         grid = Grid.of(attention_mask, B, T)
         flat = lambda t: grid.unpad(t.unsqueeze(-1)).squeeze(-1)  # (B, T) -> (N,): the real tokens
-        x = self.embeddings(flat(input_ids), flat(positions), flat(token_type_ids))  # (N, H)
+        x = self.embeddings(flat(input_ids), flat(position_ids(input_ids, self.config)), flat(token_type_ids))  # (N, H)
         for layer in self.encoder["layer"]:
             x = layer(x, grid)
         return grid.pad(x)  # (B, T, H)
 
     @classmethod
     def from_pretrained(cls, folder, dtype: Optional[torch.dtype] = None, device=None) -> "Encoder":
-        """Load `folder/config.json` + `model.safetensors` (or `pytorch_model.bin`), strictly; floating-point
-        weights become `dtype` (default: torch's default dtype), on `device`."""
+        """Load `folder/config.json` + `model.safetensors` (or `pytorch_model.bin`) strictly, as `dtype` on `device`."""
         config = EncoderConfig.from_checkpoint(folder)
         path, checkpoint = read_weights(Path(folder))
         state, ignored = {}, []  # the encoder's tensors under BertModel names; names of the others
@@ -332,7 +310,6 @@ class Encoder(nn.Module):
             log.info("%s: ignored %d tensors outside the encoder: %s", path, len(ignored), summarize(ignored))
         with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
             model = cls(config, pooler=any(k.startswith("pooler.") for k in state))
-        # strict: one error naming every missing, unexpected and mis-shaped tensor
         expected = {k: tuple(v.shape) for k, v in split_qkv(model.state_dict()).items()}
         missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
         misshaped = [f"{k} {tuple(state[k].shape)} (config.json implies {expected[k]})"
@@ -364,7 +341,6 @@ class Encoder(nn.Module):
         return folder / "model.safetensors"
 
 
-# --------------------------------------------------------------------------------------------- loading
 def read_weights(folder: Path) -> tuple[Path, dict]:
     """The state dict of `model.safetensors`, else of `pytorch_model.bin` (never running pickled code)."""
     path = next((p for p in (folder / "model.safetensors", folder / "pytorch_model.bin") if p.is_file()), None)

@@ -1,17 +1,9 @@
-"""Task registry and TSV readers: the nine GLUE tasks and user-defined sentence(-pair) tasks.
+"""Task registry and TSV readers: the nine GLUE tasks and user-defined sentence(-pair) tasks (a task.json).
 
-The GLUE entries follow the files of the official distribution as written by GLUE's
-`download_glue_data.py` (folder and file names, headers, columns; MNLI has `dev_matched.tsv` and
-`dev_mismatched.tsv`; CoLA has no header; MRPC's header starts with a UTF-8 BOM), the label lists of
-the transformers GLUE processors that the paper's code used, and the headline metric and official
-train sizes of docs/PROTOCOL.md. `GLUE_TASKS` is in the order of the paper's matrices.
-
-A user-defined task is a small JSON file (see `load_task_spec`), so a new task needs no code:
-    {"name": "Polarity", "files": {"train": "train.tsv", "dev": "dev.tsv"},
-     "text_a": "sentence", "label": "label", "labels": ["neg", "pos"], "metrics": ["accuracy"]}
-
-Files are read the way GLUE loaders read them: tab-separated, quoting off (a `"` is text), so a
-sentence that starts with a quote is kept whole. Imports tl.metrics.
+GLUE entries follow the files GLUE's `download_glue_data.py` writes (folders, names, headers, columns), the
+label orders of the transformers GLUE processors the paper's code used, and docs/PROTOCOL.md's headline
+metrics and train sizes, in the paper's matrix order. Files are read as GLUE loaders read them:
+tab-separated, quoting off (a leading `"` is text). Imports tl.metrics.
 """
 import dataclasses
 import json
@@ -95,41 +87,33 @@ class TaskSpec:
         return ("dev",) + tuple(s for s in self.files if s not in ("train", "dev"))
 
 
-def _glue(name, files, text_a, text_b, label, labels, metrics, headline, train_size, aliases=(), header=True, **kw):
-    return TaskSpec(name=name, dirname=name, files=files, text_a=text_a, text_b=text_b, label=label,
-                    has_header=header, labels=labels, metrics=metrics, headline=headline,
-                    train_size=train_size, aliases=aliases, **kw)
-
-
-_TRAIN_DEV = {"train": "train.tsv", "dev": "dev.tsv"}
-BINARY = ("0", "1")
+TRAIN_DEV = {"train": "train.tsv", "dev": "dev.tsv"}
+BINARY, NLI = ("0", "1"), ("entailment", "not_entailment")
+ACC, ACC_F1 = ("accuracy",), ("accuracy", "f1", "acc_and_f1")
 # Label orders of transformers' glue processors (MnliProcessor.get_labels etc.), which the paper's code used.
+# TaskSpec(name, dirname, files, text_a, text_b, label, has_header, labels, metrics, headline, train_size, aliases)
 GLUE_TASKS = (
-    _glue("MNLI", {"train": "train.tsv", "dev": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv"},
-          "sentence1", "sentence2", "gold_label", ("contradiction", "entailment", "neutral"),
-          ("accuracy",), "accuracy", 392702, ("multinli",)),
-    _glue("QQP", _TRAIN_DEV, "question1", "question2", "is_duplicate", BINARY,
-          ("accuracy", "f1", "acc_and_f1"), "acc_and_f1", 363846),
-    _glue("QNLI", _TRAIN_DEV, "question", "sentence", "label", ("entailment", "not_entailment"),
-          ("accuracy",), "accuracy", 104743),
-    _glue("SST-2", _TRAIN_DEV, "sentence", None, "label", BINARY, ("accuracy",), "accuracy", 67349, ("sst",)),
+    TaskSpec("MNLI", "MNLI", {"train": "train.tsv", "dev": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv"},
+             "sentence1", "sentence2", "gold_label", True, ("contradiction", "entailment", "neutral"), ACC, "accuracy",
+             392702, ("multinli",)),
+    TaskSpec("QQP", "QQP", TRAIN_DEV, "question1", "question2", "is_duplicate", True, BINARY, ACC_F1, "acc_and_f1",
+             363846),
+    TaskSpec("QNLI", "QNLI", TRAIN_DEV, "question", "sentence", "label", True, NLI, ACC, "accuracy", 104743),
+    TaskSpec("SST-2", "SST-2", TRAIN_DEV, "sentence", None, "label", True, BINARY, ACC, "accuracy", 67349, ("sst",)),
     # CoLA has no header: source code, label, original annotation, sentence
-    _glue("CoLA", _TRAIN_DEV, 3, None, 1, BINARY, ("matthews", "accuracy"), "matthews", 8551, header=False),
-    _glue("STS-B", _TRAIN_DEV, "sentence1", "sentence2", "score", None, ("pearson", "spearman"), "spearman",
-          5749, ("sts",), label_range=(0.0, 5.0)),  # similarity from 0 to 5 (Cer et al. 2017)
+    TaskSpec("CoLA", "CoLA", TRAIN_DEV, 3, None, 1, False, BINARY, ("matthews", "accuracy"), "matthews", 8551),
+    TaskSpec("STS-B", "STS-B", TRAIN_DEV, "sentence1", "sentence2", "score", True, None, ("pearson", "spearman"),
+             "spearman", 5749, ("sts",), label_range=(0.0, 5.0)),  # similarity from 0 to 5 (Cer et al. 2017)
     # MRPC's header is "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String" (the BOM is stripped on read)
-    _glue("MRPC", _TRAIN_DEV, "#1 String", "#2 String", "Quality", BINARY, ("accuracy", "f1", "acc_and_f1"),
-          "acc_and_f1", 3668),
-    _glue("RTE", _TRAIN_DEV, "sentence1", "sentence2", "label", ("entailment", "not_entailment"),
-          ("accuracy",), "accuracy", 2490),
-    _glue("WNLI", _TRAIN_DEV, "sentence1", "sentence2", "label", BINARY, ("accuracy",), "accuracy", 635),
+    TaskSpec("MRPC", "MRPC", TRAIN_DEV, "#1 String", "#2 String", "Quality", True, BINARY, ACC_F1, "acc_and_f1", 3668),
+    TaskSpec("RTE", "RTE", TRAIN_DEV, "sentence1", "sentence2", "label", True, NLI, ACC, "accuracy", 2490),
+    TaskSpec("WNLI", "WNLI", TRAIN_DEV, "sentence1", "sentence2", "label", True, BINARY, ACC, "accuracy", 635),
 )
 
-_REGISTRY: dict = {}  # normalized name or alias -> TaskSpec
+_REGISTRY: dict = {}  # name or alias, lowercase without punctuation ('STS-B', 'sts_b' -> 'stsb') -> TaskSpec
 
 
 def _key(name: str) -> str:
-    """'STS-B', 'sts_b', 'stsb' -> 'stsb'."""
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
@@ -137,10 +121,9 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     """Make `spec` findable by `get_task` under its name and aliases (case-insensitive)."""
     keys = [_key(n) for n in (spec.name, *spec.aliases)]
     for key in keys:
-        if key in _REGISTRY and _REGISTRY[key] != spec:
+        if _REGISTRY.get(key, spec) != spec:
             raise ValueError(f"task name {spec.name!r} clashes with registered task {_REGISTRY[key].name!r}; rename it")
-    for key in keys:
-        _REGISTRY[key] = spec
+    _REGISTRY.update(dict.fromkeys(keys, spec))
     return spec
 
 
@@ -152,11 +135,10 @@ def get_task(name: str) -> TaskSpec:
     """A registered task by name or alias ('qnli', 'QNLI', 'sts-b', 'stsb'), or a JSON spec file path."""
     if name.endswith(".json"):
         return register_task(load_task_spec(name))
-    try:
-        return _REGISTRY[_key(name)]
-    except KeyError:
+    if _key(name) not in _REGISTRY:
         known = ", ".join(s.name for s in GLUE_TASKS)
-        raise ValueError(f"unknown task {name!r}; known: {known} (or pass a task spec .json file)") from None
+        raise ValueError(f"unknown task {name!r}; known: {known} (or pass a task spec .json file)")
+    return _REGISTRY[_key(name)]
 
 
 _BOOL = (bool, None, "true or false")
@@ -169,11 +151,8 @@ _SPEC_KEYS = {  # key -> (its JSON type, its items' type, what the error asks fo
 
 
 def load_task_spec(path) -> TaskSpec:
-    """A TaskSpec from a JSON file. Keys: name, files {split: path} (relative to the JSON file's folder),
-    text_a, text_b (optional), label (column names when has_header, the default, else indices), then
-    either labels [strings] or "regression": true; optional metrics (default accuracy, or pearson +
-    spearman for regression), headline (default the first metric), train_size, aliases, label_range
-    [low, high] (regression: a score outside it is a bad line). Names are letters, digits, '-', '_'."""
+    """A TaskSpec from a task.json (keys in README "Data"); files are relative to its folder. Defaults:
+    metrics accuracy (regression: pearson, spearman), headline the first metric."""
     path = Path(path)
     try:
         raw = json.loads(read_text(path))
@@ -226,8 +205,7 @@ class Examples:
 
 
 def read_text(path, encoding: str = "utf-8-sig") -> str:
-    """A UTF-8 file's text (utf-8-sig: a leading byte-order mark dropped); ValueError naming the file and
-    line of a byte that is not UTF-8."""
+    """A UTF-8 file's text, a leading byte-order mark dropped; ValueError naming the line of a bad byte."""
     data = Path(path).read_bytes()
     try:
         return data.decode(encoding)
@@ -271,9 +249,9 @@ def read_split(spec: TaskSpec, data_dir, split: str) -> Examples:
     if lines[-1] == "":
         lines.pop()  # the newline that ends the last line
     rows = [line.rstrip("\r").split("\t") for line in lines]
-    if len(rows) <= int(spec.has_header):
+    first = int(spec.has_header)
+    if len(rows) <= first:
         raise ValueError(f"{path}: no data lines")
-    first = 1 if spec.has_header else 0
     header = rows[0] if spec.has_header else None
     # Without a header, the most common field count is the file's layout.
     n_fields = len(header) if header else Counter(map(len, rows)).most_common(1)[0][0]
@@ -281,28 +259,20 @@ def read_split(spec: TaskSpec, data_dir, split: str) -> Examples:
                for c in (spec.text_a, spec.text_b, spec.label))
     label_ids = None if spec.is_regression else {s: i for i, s in enumerate(spec.labels)}
     low, high = spec.label_range or (-np.inf, np.inf)
-
-    text_a, text_b, labels, bad = [], [], [], []
+    kept, labels, bad = [], [], []
     for line_no, fields in enumerate(rows[first:], start=first + 1):
-        if len(fields) != n_fields:
-            bad.append(line_no)
-            continue
-        raw_label = fields[y].strip()
-        if label_ids is not None:
-            label = label_ids.get(raw_label)
-        else:
+        label = None
+        if len(fields) == n_fields:
             try:
-                label = float(raw_label)
-            except ValueError:
-                label = None
-            label = label if label is not None and np.isfinite(label) and low <= label <= high else None
-        if label is None:
+                raw = fields[y].strip()
+                label = float(raw) if label_ids is None else label_ids[raw]
+            except (KeyError, ValueError):  # an unknown label, or a score that is no number
+                pass
+        if label is None or label_ids is None and not (np.isfinite(label) and low <= label <= high):
             bad.append(line_no)
-            continue
-        text_a.append(fields[a])
-        if b is not None:
-            text_b.append(fields[b])
-        labels.append(label)
+        else:
+            kept.append(fields)
+            labels.append(label)
 
     n_rows = len(rows) - first
     if bad:
@@ -312,9 +282,9 @@ def read_split(spec: TaskSpec, data_dir, split: str) -> Examples:
             raise ValueError(f"{message}: more than {MAX_BAD_FRACTION:.0%} bad, so the file does not match "
                              f"task {spec.name}'s spec (columns, labels, header)")
         warnings.warn(message, stacklevel=2)
-    dtype = np.float32 if spec.is_regression else np.int64
-    return Examples(text_a=text_a, text_b=text_b if b is not None else None,
-                    labels=np.asarray(labels, dtype=dtype), path=path, skipped=len(bad))
+    return Examples(text_a=[f[a] for f in kept], text_b=None if b is None else [f[b] for f in kept],
+                    labels=np.asarray(labels, np.float32 if spec.is_regression else np.int64), path=path,
+                    skipped=len(bad))
 
 
 def with_files(spec: TaskSpec, **files) -> TaskSpec:

@@ -1,17 +1,10 @@
-"""The tokenizer: a thin wrapper over a Hugging Face `tokenizers.Tokenizer` built from a checkpoint folder.
+"""The tokenizer: a `tokenizers.Tokenizer` from a checkpoint folder's `tokenizer.json`, else BERT's WordPiece
+(`vocab.txt`) or RoBERTa's byte-level BPE (`vocab.json` + `merges.txt`) built as transformers builds them.
 
-Reads `tokenizer.json` when the folder has one; else builds BERT's WordPiece from `vocab.txt` (honouring
-`do_lower_case`, `strip_accents` and `tokenize_chinese_chars` of `tokenizer_config.json`, as transformers'
-BertTokenizer does), or RoBERTa's byte-level BPE from `vocab.json` + `merges.txt` (`<s> A </s></s> B </s>`,
-as RobertaTokenizer). Encodes single sentences and pairs with the model's special tokens, truncates
-longest-first to `max_len`, and never pads: batching pads (tl/data.py). Padding or truncation settings
-baked into a `tokenizer.json` (all-MiniLM-L6-v2's pads every sequence to 128) are switched off.
-
-`lowercase=True` is the authors' `--do_lower_case` (orionw/MTLvsIFT `run_glue.py`, with the transformers
-commit d426b58 their requirements.txt pins): that version's `PreTrainedTokenizer.tokenize` lowercased
-the text one character at a time (`str.lower`) except where a special token ("<mask>", "[SEP]", ...)
-was written in it, before any model-specific tokenization, also for cased vocabularies (RoBERTa).
-Imports nothing from tl.
+Pairs get the model's special tokens, truncation is longest-first to `max_len`, nothing is padded (batching
+pads, tl/data.py; all-MiniLM-L6-v2's tokenizer.json pads to 128). `lowercase=True` is the authors'
+`--do_lower_case` (orionw/MTLvsIFT `run_glue.py`): their pinned transformers (d426b58, requirements.txt)
+lowercased the text outside special tokens, for cased vocabularies (RoBERTa) too. Imports nothing from tl.
 """
 import hashlib
 import json
@@ -28,7 +21,6 @@ WORDPIECE_SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "
                       "cls_token": "[CLS]", "mask_token": "[MASK]"}
 BPE_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>", "cls_token": "<s>",
                 "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask>"}
-PAD_TOKENS = ("[PAD]", "<pad>")
 
 
 class Tokenizer:
@@ -40,11 +32,10 @@ class Tokenizer:
         self._tok = tokenizer
         self.pad_id = pad_id
         self.lowercase = lowercase
-        specials = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}, key=len)
-        self._specials = re.compile("|".join(re.escape(t) for t in reversed(specials))) if specials else None
-        # computed before any call switches truncation on, so it covers the vocabulary and the
-        # normalizer/pre-tokenizer/post-processor settings only; lowercasing changes the ids, so it
-        # is in the fingerprint too (tl/data.py's cache key reads it)
+        specials = sorted({t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}, key=len,
+                          reverse=True)  # longest first; the group below keeps them in re.split's output
+        self._specials = re.compile(f"({'|'.join(map(re.escape, specials))})") if specials else None
+        # tl/data.py's cache key: taken before truncation is switched on; lowercasing changes the ids
         settings = tokenizer.to_str() + ("\nlowercase" if lowercase else "")
         self.fingerprint = hashlib.sha256(settings.encode()).hexdigest()
 
@@ -54,7 +45,9 @@ class Tokenizer:
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such model folder")
         config = read_json(folder / "tokenizer_config.json")
-        specials = read_json(folder / "special_tokens_map.json") | config
+        # role -> token; tokenizer_config.json writes a token as a string or as {"content": ...}
+        specials = {k: v.get("content") if isinstance(v, dict) else v
+                    for k, v in (read_json(folder / "special_tokens_map.json") | config).items()}
         if (folder / "tokenizer.json").is_file():
             try:
                 tok = HFTokenizer.from_file(str(folder / "tokenizer.json"))
@@ -73,30 +66,19 @@ class Tokenizer:
         """The text as it is tokenized: lowercased outside special tokens when `lowercase`."""
         if not self.lowercase or text is None:
             return text
-        if self._specials is None:
-            return lower_chars(text)
-        pieces, start = [], 0
-        for m in self._specials.finditer(text):
-            pieces += [lower_chars(text[start:m.start()]), m.group()]
-            start = m.end()
-        return "".join(pieces + [lower_chars(text[start:])])
-
-    def _truncate(self, max_len: int) -> None:
-        # max_len counts the special tokens, as transformers' max_length does
-        if (self._tok.truncation or {}).get("max_length") != max_len:
-            self._tok.enable_truncation(max_len, strategy="longest_first")
+        pieces = self._specials.split(text) if self._specials else [text]  # text, special, text, ...
+        return "".join(piece if i % 2 else lower_chars(piece) for i, piece in enumerate(pieces))
 
     def encode(self, a: str, b: Optional[str] = None, max_len: int = 128) -> tuple[list, list]:
         """Token ids and token type ids of one sentence or pair, special tokens included."""
-        self._truncate(max_len)
-        e = self._tok.encode(self.prepare(a), self.prepare(b))
-        return e.ids, e.type_ids
+        return self.encode_batch([a], None if b is None else [b], max_len)[0]
 
     def encode_batch(self, list_a: list, list_b: Optional[list] = None, max_len: int = 128) -> list:
         """`encode` over many examples at once, in parallel (the Rust batch path)."""
         if list_b is not None and len(list_b) != len(list_a):
             raise ValueError(f"encode_batch: {len(list_a)} first sentences but {len(list_b)} second ones")
-        self._truncate(max_len)
+        if (self._tok.truncation or {}).get("max_length") != max_len:  # counts the special tokens, as in transformers
+            self._tok.enable_truncation(max_len, strategy="longest_first")
         list_a = [self.prepare(a) for a in list_a]
         inputs = list_a if list_b is None else list(zip(list_a, [self.prepare(b) for b in list_b]))
         return [(e.ids, e.type_ids) for e in self._tok.encode_batch(inputs)]
@@ -106,13 +88,9 @@ class Tokenizer:
         self._tok.no_truncation()
         path = Path(folder) / "tokenizer.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self._tok.to_str())
-        os.replace(tmp, path)
+        path.with_name("tokenizer.json.tmp").write_text(self._tok.to_str())
+        os.replace(path.with_name("tokenizer.json.tmp"), path)
         return path
-
-    def __len__(self) -> int:
-        return self._tok.get_vocab_size()
 
 
 def lower_chars(text: str) -> str:
@@ -122,22 +100,15 @@ def lower_chars(text: str) -> str:
 
 
 def read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
-def token_text(value) -> Optional[str]:
-    """A special token as tokenizer_config.json writes it: a string, or {"content": ...}."""
-    return value.get("content") if isinstance(value, dict) else value
-
-
 def wordpiece(vocab_txt: Path, config: dict, specials: dict) -> HFTokenizer:
     """BERT's WordPiece tokenizer, as transformers' BertTokenizer (basic tokenization, then ##-pieces)."""
-    names = {k: token_text(specials.get(k)) or v for k, v in WORDPIECE_SPECIALS.items()}
+    names = {k: specials.get(k) or v for k, v in WORDPIECE_SPECIALS.items()}
     vocab = models.WordPiece.read_file(str(vocab_txt))
     for role, token in names.items():
         if token not in vocab:
@@ -158,7 +129,7 @@ def wordpiece(vocab_txt: Path, config: dict, specials: dict) -> HFTokenizer:
 
 def byte_level_bpe(vocab_json: Path, merges_txt: Path, specials: dict) -> HFTokenizer:
     """RoBERTa's byte-level BPE, as transformers' RobertaTokenizer: `<s> A </s></s> B </s>`, type ids 0."""
-    names = {k: token_text(specials.get(k)) or v for k, v in BPE_SPECIALS.items()}
+    names = {k: specials.get(k) or v for k, v in BPE_SPECIALS.items()}
     vocab, merges = models.BPE.read_file(str(vocab_json), str(merges_txt))
     for role, token in names.items():
         if token not in vocab:
@@ -176,9 +147,7 @@ def byte_level_bpe(vocab_json: Path, merges_txt: Path, specials: dict) -> HFToke
 
 def find_pad_id(tok: HFTokenizer, specials: dict, folder: Path) -> int:
     """The padding token's id: tokenizer_config.json's pad_token, else tokenizer.json's padding, else [PAD]/<pad>."""
-    candidates = [token_text(specials.get("pad_token"))]
-    candidates += [(tok.padding or {}).get("pad_token"), *PAD_TOKENS]
-    for token in candidates:
+    for token in (specials.get("pad_token"), (tok.padding or {}).get("pad_token"), "[PAD]", "<pad>"):
         if token is not None and tok.token_to_id(token) is not None:
             return tok.token_to_id(token)
     raise ValueError(f"{folder}: the tokenizer has no padding token; name one as pad_token in tokenizer_config.json")

@@ -1,43 +1,8 @@
 """The training loop: `fit()` fine-tunes a MultiTaskModel on one or more tasks, `evaluate()` scores it.
 
-It follows the paper's protocol (PROTOCOL.md): AdamW (lr 2e-5, no weight decay), linear decay to 0
-with optional warmup, gradient-norm clipping at 1.0, batch 128, 10 epochs with a dev evaluation every
-half epoch, the best dev checkpoint being the run's score. Setup is a few named steps
-(`setup_sampler`, `setup_model`, `make_optimizer`, `resume`), after torchtune's recipes; `fit`'s
-loop then reads top to bottom, as nanoGPT's train.py: epoch start, learning rate, `train_step`
-(micro-batches under autocast, backward, all-reduce, unscale, clip, step, zero_grad), evaluation,
-checkpoint, log. No callbacks, no trainer classes.
-
-Two protocols (`TrainSettings.protocol`; docs/PROTOCOL.md) differ here in the loss weights of a
-batch's rows (`loss_weights`: tl 1/B, authors 1/B_task) and in the learning rate (`learning_rate`:
-tl by the fraction of the run done, authors over a t_total fixed at the first epoch). The epochs
-come from the sampler (tl/sampling.py), whose number of batches may change from epoch to epoch;
-evaluations fall at every 1/evals_per_epoch of each epoch and at the end.
-
-Invariants, tested:
-- A step's loss is sum(weight_row * loss_row), the weights computed from the whole global batch
-  before any backward pass, so (batch 8, micro 8), (batch 8, micro 2) and 2 ranks x 4 give the same
-  gradient (torchtune, torchtitan; STYLE.md 9).
-- A run killed at any moment (`kill -9`) and started again ends with exactly the parameters and log
-  of an uninterrupted run (CPU): the checkpoint holds the optimizer, scaler, every rank's RNG, the
-  loop state (`LoopState`) and the sampler's state at the start of the current epoch, from which the
-  epoch is regenerated. Checkpoint files cannot run code when read: safetensors, JSON, and an
-  `optim.pt` of tensors and plain values read with `torch.load(weights_only=True)`.
-- Files are written atomically (tl/runs.py); a non-finite model is never kept as best.
-
-DDP (`torchrun`): every rank takes its rows of each global batch (`tl.sampling.shard`), weighted as
-above; one all-reduce of a flat buffer sums the gradients (also of heads some rank did not use), so
-without dropout N processes compute the run of one process (tested to 1e-5); with it, each rank draws
-its own masks (seed + rank), so the runs are alike in distribution, not equal. Dev predictions are split
-over the ranks and summed back. Only rank 0 writes files.
-
-`--compile` wraps each Transformer layer in `torch.compile(dynamic=True)`: the layers are where the
-time goes, and their token count changes with every batch (dynamic shapes, one compilation). On CUDA
-every batch is padded to a multiple of 8 tokens (`pad_multiple`), which compiled attention's mask needs.
-
-A skipped step (a non-finite loss; fp16: gradients that overflow the loss scale) is not a step: the
-same batch is tried again, the schedule waiting; `max_nonfinite` in a row (fp16: down to a loss scale
-of 1) end the run.
+It follows the paper's protocol (docs/PROTOCOL.md). Setup is small named steps, as torchtune's recipes; the
+loop reads top to bottom, as nanoGPT's train.py. A step's loss weights come from the whole global batch, so
+accumulation and DDP give the same gradient (STYLE.md 9); a killed run resumes exactly from checkpoint/.
 
 Imports tl.data, tl.heads, tl.metrics, tl.model, tl.runs, tl.sampling.
 """
@@ -49,7 +14,6 @@ import pickle
 import random
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -68,6 +32,7 @@ from tl.sampling import PROTOCOLS, SAMPLERS, SCHEDULES, MultiTaskSampler, shard,
 
 CHECKPOINT_FORMAT = 2  # 2: loop state in state.json, optim.pt loadable with weights_only, no scheduler
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # settings that may change between a run and its resumption (they do not change what is computed)
 RESUME_FREE = {"progress", "save_every", "keep_checkpoint", "keep_best", "eval_batch_size", "compile"}
 
@@ -91,25 +56,21 @@ class TrainSettings:
     warmup_ratio: float = arg(0.0, "fraction of the schedule spent warming the learning rate up")
     max_grad_norm: float = arg(1.0, "clip the gradient norm to this; inf: no clipping")
     precision: str = arg("auto", "fp32, bf16 or fp16 (with a gradient scaler); auto: bf16 on GPUs with native "
-                         "bf16 (compute capability 8.0 on: A100, H100), else fp16 there, fp32 on CPU",
-                         choices=PRECISIONS)
+                         "bf16 (A100, H100), else fp16 there, fp32 on CPU", choices=PRECISIONS)
     protocol: str = arg("tl", "tl (fair epochs, every example weighs the same, schedule over the actual steps) "
                         "or authors (their code's epochs, per-task mean losses, schedule from the first epoch)")
     evals_per_epoch: int = arg(2, "dev evaluations per epoch (the paper: every half epoch)")
     eval_batch_size: int = arg(256, "examples per evaluation batch")
     early_stopping: int = arg(0, "stop after this many evaluations without a better target score; 0: off")
     seed: int = 42
-    sampler: str = arg("auto", "multi-task sampler: uniform, size, temperature, dynamic, dynamic-softmax; "
-                       "auto: the recipe's choice for the protocol and mode")
+    sampler: str = arg("auto", "uniform, size, temperature, dynamic or dynamic-softmax; auto: the recipe's choice")
     schedule: str = arg("heterogeneous", "multi-task batches: heterogeneous, homogeneous, partitioned")
     temperature: float = arg(2.0, "T of the temperature sampler (weights ~ size^(1/T))")
     length_pool: int = arg(0, "batches pooled for length sorting; 0: the whole epoch for one task (tl), else 1")
     save_every: int = arg(0, "also write a resume checkpoint every N steps; 0: at each evaluation only")
-    max_nonfinite: int = arg(5, "consecutive skipped steps before the run fails (a non-finite loss; fp16: "
-                             "non-finite gradients at a loss scale <= 1)")
+    max_nonfinite: int = arg(5, "skipped steps in a row that fail the run (non-finite loss; fp16: at loss scale 1)")
     keep_best: tuple = ()  # tasks whose best model is written to best/ (best/<TASK>/ when several)
-    keep_checkpoint: bool = arg(False, "keep checkpoint/ (model + optimizer state, for resuming) once the run "
-                                "is complete; by default it is deleted and best/ stays")
+    keep_checkpoint: bool = arg(False, "keep checkpoint/ (to resume from) once the run is complete, not only best/")
     progress: bool = arg(True, "show progress bars")
     compile: bool = arg(False, "torch.compile the encoder's layers (dynamic shapes; the first steps are slow)")
 
@@ -130,10 +91,8 @@ class TrainSettings:
             if not ok:
                 raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)}")
         if self.micro_batch < 0 or (self.micro_batch and self.batch_size % self.micro_batch):
-            raise ValueError(
-                f"--micro-batch {self.micro_batch} must divide --batch-size {self.batch_size} "
-                f"(for example --micro-batch {math.gcd(self.batch_size, max(self.micro_batch, 1))})"
-            )
+            raise ValueError(f"--micro-batch {self.micro_batch} must divide --batch-size {self.batch_size} "
+                             f"(for example --micro-batch {math.gcd(self.batch_size, max(self.micro_batch, 1))})")
         choices = {"precision": PRECISIONS, "protocol": PROTOCOLS, "sampler": ("auto", *SAMPLERS),
                    "schedule": SCHEDULES}
         for name, allowed in choices.items():
@@ -170,100 +129,70 @@ class LoopState:
     timing: dict = field(default_factory=lambda: {"train_seconds": 0.0, "examples": 0, "tokens": 0})
 
 
-# ---------------------------------------------------------------------------------------------
-# batches
-
-
 def to_device(batch: dict, device: torch.device) -> dict:
-    # pinned memory + non_blocking overlaps the copy with compute on CUDA; a no-op on CPU
+    # pinned memory + non_blocking overlaps the copy with compute on CUDA
     if device.type == "cuda":
         return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
     return {k: v.to(device) for k, v in batch.items()}
 
 
 def pad_multiple(device: torch.device) -> int:
-    """Batches on CUDA are padded to a multiple of 8 tokens (padding the encoder drops): tensor cores'
-    tile, and the mask alignment that compiled attention needs (Inductor: "attn_bias is not correctly
-    aligned"). On CPU a batch stays as long as its longest row."""
+    """Batches are padded to a multiple of 8 on CUDA (tensor cores; compiled attention's mask alignment)."""
     return 8 if device.type == "cuda" else 1
 
 
 def clock(device: torch.device) -> float:
-    """time.perf_counter() once `device` has done the work queued on it (CUDA runs asynchronously, so the
-    optimizer step would otherwise count in the next interval, and evaluation's time in training's)."""
+    """time.perf_counter() once `device` has done its queued work (CUDA runs asynchronously)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
 
 
 def loss_weights(task_ids: np.ndarray, n_tasks: int, protocol: str) -> np.ndarray:
-    """(n_tasks,) the loss weight of one row of each task in a global batch `task_ids` (B,), so that
-    the step's loss is sum over rows of weight[task] * loss_row. tl: 1/B, every example the same
-    (STYLE.md 9); authors: 1/B_t with B_t the task's rows in the batch, i.e. the sum over the tasks
-    present of each task's mean loss (run_glue.py `train` adds each sub-batch's mean loss)."""
+    """(n_tasks,) the loss weight of a row of each task in the global batch `task_ids` (B,): tl 1/B;
+    authors 1/B_task, the sum of the tasks' mean losses (run_glue.py `train`)."""
     if protocol == "authors":
         return 1.0 / np.maximum(np.bincount(task_ids, minlength=n_tasks), 1)
     return np.full(n_tasks, 1.0 / len(task_ids))
 
 
-# ---------------------------------------------------------------------------------------------
-# evaluation
-
 @torch.no_grad()
-def predict(model: MultiTaskModel, task: int, split, device, amp_dtype, batch_size: int, pad_id: int) -> np.ndarray:
-    """Predictions of head `task` on every example of `split`, in the split's order: class ids, or
-    real values for a regression head. Examples are batched by length, so little padding is run.
-    Under DDP each rank predicts every world-th example of that order and the ranks' predictions
-    (zeros elsewhere) are summed, so every rank returns them all."""
+def evaluate(model: MultiTaskModel, tasks: list[TaskData], device, amp_dtype, batch_size: int, pad_id: int) -> dict:
+    """{task: metrics} of its dev splits (a second split's prefixed: `dev_mismatched_accuracy`), `score` x100.
+    Each rank predicts every world-th example in length order; the ranks' predictions are summed."""
     model.eval()
     rank, world = dist_info()
-    order = np.argsort(split.lengths, kind="stable")[rank::world]
-    out = np.zeros(len(split.lengths), dtype=np.float64)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = collate([split], np.zeros(len(idx), dtype=np.int64), idx, pad_id, pad_multiple(device))
-        batch = to_device(batch, device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-            hidden = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-            logits = model.heads[model.head_key(task)](model.features(hidden)).float()
-        if model.specs[task].regression:
-            out[idx] = logits.squeeze(-1).cpu().numpy()
-        else:
-            out[idx] = logits.argmax(-1).cpu().numpy()
-    if world > 1:
-        total = torch.from_numpy(out).to(device)
-        dist.all_reduce(total)  # each example is non-zero on one rank only: the sum is exact
-        out = total.cpu().numpy()
-    return out
-
-
-def evaluate(model: MultiTaskModel, tasks: list[TaskData], device, amp_dtype, batch_size: int, pad_id: int) -> dict:
-    """{task name: metrics} on every dev split; a second split's metrics are prefixed with its name
-    (MNLI: `dev_mismatched_accuracy`). `score` is the headline metric x100 (PROTOCOL.md)."""
     results = {}
     for t, task in enumerate(tasks):
         metrics = {}
         for split_name, split in task.dev.items():
-            preds = predict(model, t, split, device, amp_dtype, batch_size, pad_id)
-            labels = np.asarray(split.labels)
-            m = compute_metrics(task.spec, preds if task.spec.is_regression else preds.astype(np.int64), labels)
+            order = np.argsort(split.lengths, kind="stable")[rank::world]
+            preds = np.zeros(len(split.lengths), dtype=np.float64)
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = collate([split], np.zeros(len(idx), dtype=np.int64), idx, pad_id, pad_multiple(device))
+                batch = to_device(batch, device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+                    hidden = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                    logits = model.heads[model.head_key(t)](model.features(hidden)).float()
+                preds[idx] = (logits.squeeze(-1) if model.specs[t].regression else logits.argmax(-1)).cpu().numpy()
+            if world > 1:
+                total = torch.from_numpy(preds).to(device)
+                dist.all_reduce(total)  # each example is non-zero on one rank only: the sum is exact
+                preds = total.cpu().numpy()
+            preds = preds if task.spec.is_regression else preds.astype(np.int64)
             prefix = "" if split_name == "dev" else split_name + "_"
-            metrics.update({prefix + k: float(v) for k, v in m.items()})
+            metrics.update({prefix + k: float(v) for k, v in compute_metrics(task.spec, preds, split.labels).items()})
         metrics["score"] = float(headline_score(task.spec, metrics))
         results[task.spec.name] = metrics
     model.train()
     return results
 
 
-# ---------------------------------------------------------------------------------------------
-# files: models, checkpoints (tl/runs.py writes them atomically)
-
-
 def save_model(model: MultiTaskModel, final: Path, state: dict, tokenizer=None, optim: dict | None = None,
                classifier: tuple | None = None) -> None:
-    """Folder `final`: the encoder (Hugging Face layout; with `classifier`, `MultiTaskModel.hf_classifier`'s
-    config and tensors instead, which transformers loads with the head), heads, tokenizer, `optim.pt`
-    when given and `state.json`, written into `final.tmp` and swapped into place (tl/runs.py)."""
+    """Folder `final`: the encoder (or `classifier`: `MultiTaskModel.hf_classifier`'s config and tensors),
+    heads, tokenizer, `optim.pt` and `state.json`."""
     with writing(final):  # disk full, read-only: one line naming the folder
         tmp = fresh_dir(final.with_name(final.name + ".tmp"))
         model.encoder.save_pretrained(tmp)
@@ -310,8 +239,7 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(run_dir: Path, model, optimizer, scaler, state: LoopState, settings: TrainSettings) -> None:
-    """checkpoint/: the model, `optim.pt` (optimizer, scaler and every rank's RNG) and `state.json`
-    (the loop state and settings). A collective under DDP (the RNG states are gathered); rank 0 writes."""
+    """checkpoint/ (docs/DESIGN.md, Contracts); a collective under DDP (the RNG states are gathered)."""
     rank, world = dist_info()
     rngs = [_rng_state()]
     if world > 1:
@@ -326,9 +254,8 @@ def save_checkpoint(run_dir: Path, model, optimizer, scaler, state: LoopState, s
 
 def save_best(run_dir: Path, model, tokenizer, task: str, state: LoopState, settings: TrainSettings,
               labels=None) -> None:
-    """best/ (best/<task>/ when several tasks keep theirs): the model at `task`'s best dev score. A model
-    of one task is saved as transformers' `*ForSequenceClassification` (`labels`: its id2label), so
-    `AutoModelForSequenceClassification.from_pretrained(best/)` loads it with its trained head."""
+    """best/ (best/<task>/ when several): the model at `task`'s best dev score; one task's as transformers'
+    `*ForSequenceClassification` (`labels`: its id2label)."""
     if dist_info()[0] == 0:
         final = run_dir / "best" if len(settings.keep_best) <= 1 else run_dir / "best" / task
         best = state.best[task]
@@ -337,10 +264,8 @@ def save_best(run_dir: Path, model, tokenizer, task: str, state: LoopState, sett
 
 
 def resume(run_dir: Path, model, optimizer, scaler, settings: TrainSettings) -> LoopState | None:
-    """Load checkpoint/ of `run_dir` into the model, optimizer and scaler, restore this rank's RNG and
-    return the loop state; None when there is no checkpoint (a fresh run, whose folder it makes)."""
-    if dist_info()[0] == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    """The loop state of `run_dir`'s checkpoint/, loaded into the model, optimizer, scaler and RNG; None without."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     found = resolve_dir(run_dir / "checkpoint")
     if found is None:
         write_log(run_dir / "log.jsonl", [])  # lines of an attempt killed before its first checkpoint
@@ -377,41 +302,31 @@ def resume(run_dir: Path, model, optimizer, scaler, settings: TrainSettings) -> 
         warnings.warn(f"{found}: checkpoint of {len(rngs)} process(es) resumed on {world}; dropout draws will differ")
     _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
     state = LoopState(**{f.name: saved[f.name] for f in fields(LoopState)})
+    write_log(run_dir / "log.jsonl", state.history)  # drops lines after the checkpoint, and a torn one
     if rank == 0:
-        write_log(run_dir / "log.jsonl", state.history)  # drops lines after the checkpoint, and a torn one
         print(f"resuming {run_dir.name} from step {state.step} (epoch {state.epoch}, step {state.position} in it)",
               flush=True)
     return state
 
 
-# ---------------------------------------------------------------------------------------------
-# optimisation
-
 def make_optimizer(model: torch.nn.Module, settings: TrainSettings, device) -> torch.optim.Optimizer:
     """AdamW; with weight decay, biases and LayerNorm weights are excluded (as BERT's recipe)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # the fused kernel: one launch for all parameters on CUDA; on CPU no temporaries for the 11.7M-entry
-    # word embeddings (MiniLM SST-2 step 464 -> 329 ms; agrees with the foreach path to ~1e-7)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": settings.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    # fused: one kernel launch on CUDA; on CPU no temporaries for the word embeddings (MiniLM SST-2 464 -> 329 ms)
     return torch.optim.AdamW(groups, lr=settings.lr, fused=device.type in ("cuda", "cpu"))
 
 
 def linear_factor(done: float, warmup: float = 0.0) -> float:
-    """Learning-rate multiplier once a fraction `done` of the schedule is behind: linear warmup over
-    the first `warmup`, then linear decay to 0 at done = 1 (transformers' get_linear_schedule_with_warmup
-    written in fractions: step / t_total and warmup_steps / t_total)."""
+    """The multiplier at fraction `done` of the schedule: transformers' get_linear_schedule_with_warmup."""
     if done < warmup:
         return done / warmup
     return max(0.0, (1.0 - done) / (1.0 - warmup))
 
 
 def epoch_plan(epochs: float, epoch: int, n: int) -> tuple[int, bool]:
-    """(steps the run takes of epoch `epoch`, which has `n` batches; whether it is the run's last epoch).
-    All of them but in a fractional last epoch: `--epochs 2.5` takes half of the third (rounded up)."""
+    """(steps the run takes of epoch `epoch` of `n` batches, whether it is the last); `--epochs 2.5`: half the third."""
     left = epochs - epoch
     if epochs <= 0 or left > 1:
         return n, False
@@ -419,11 +334,7 @@ def epoch_plan(epochs: float, epoch: int, n: int) -> tuple[int, bool]:
 
 
 def learning_rate(settings: TrainSettings, state: LoopState, n: int) -> float:
-    """The next step's learning rate (nanoGPT's get_lr: computed, not a scheduler's state), in the
-    current epoch of `n` batches. authors: by step / t_total. tl: by the fraction of the run done, in
-    epochs: (epochs done + position / n) / epochs, a fractional last epoch counting its own steps, so
-    it reaches exactly 1 after the run's last step whatever the epochs' lengths; with --max-steps,
-    step / max_steps when that is further (the cap that ends the run first sets the pace)."""
+    """The next step's learning rate (nanoGPT's get_lr); tl: by the fraction of the epochs done (docs/PROTOCOL.md)."""
     if settings.protocol == "authors":
         return settings.lr * linear_factor(state.step / state.t_total, settings.warmup_ratio)
     parts = []
@@ -437,21 +348,20 @@ def learning_rate(settings: TrainSettings, state: LoopState, n: int) -> float:
 
 
 def run_precision(model: torch.nn.Module, settings: TrainSettings) -> str:
-    """fp32, bf16 or fp16: `settings.precision` resolved on the device of `model` (saved in checkpoints)."""
+    """fp32, bf16 or fp16: `settings.precision` resolved on `model`'s device (saved in checkpoints)."""
     dtype = resolve_precision(settings.precision, next(model.parameters()).device)
-    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return next(name for name, d in DTYPES.items() if d == dtype)
 
 
 def resolve_precision(precision: str, device) -> torch.dtype:
-    """The autocast dtype. auto: fp32 on CPU; on CUDA bf16 where the run's own GPU has it natively (compute
-    capability 8.0 on: Ampere, Hopper), else fp16 with the gradient scaler. Not is_bf16_supported(),
-    which asks the current device and counts emulated bf16 (V100, T4: slow, and no fused attention)."""
+    """The autocast dtype; auto: bf16 on GPUs of compute capability 8.0 on, else fp16 there, fp32 on CPU.
+    Not is_bf16_supported(): it asks the current device and counts emulated bf16."""
     device = torch.device(device)
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
         return torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return DTYPES[precision]
 
 
 def dist_info() -> tuple[int, int]:
@@ -461,39 +371,27 @@ def dist_info() -> tuple[int, int]:
 
 
 def allreduce_grads(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    """Sum gradients and the step's loss over ranks in one flat buffer; returns the summed loss.
-
-    A parameter without a gradient on this rank (a head whose task had no rows here) counts as zeros;
-    one that no rank touched keeps `grad = None`, as in a single process, so AdamW skips it there too
-    (a zero gradient would still move it by momentum). Every rank then takes the same step.
-    """
+    """Sum gradients and loss over ranks in one buffer; a gradient no rank has stays None (AdamW skips it)."""
     params = [p for p in model.parameters() if p.requires_grad]
     used = torch.tensor([float(p.grad is not None) for p in params], device=loss.device)  # (P,)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([g.reshape(-1).float() for g in grads] + [used, loss.reshape(1).float()])
     dist.all_reduce(flat)
-    offset = 0
-    for p, g, n_used in zip(params, grads, flat[-len(params) - 1 : -1].tolist()):
-        n = p.numel()
-        p.grad = g.copy_(flat[offset : offset + n].view_as(g)) if n_used else None
-        offset += n
-    return flat[-1].clone()  # not a view: the flat buffer (a copy of every gradient) is freed here
-
-
-# ---------------------------------------------------------------------------------------------
-# the loop's steps
+    *summed, users, total = flat.split([p.numel() for p in params] + [len(params), 1])
+    for p, g, part, n_used in zip(params, grads, summed, users.tolist()):
+        p.grad = g.copy_(part.view_as(g)) if n_used else None
+    return total[0].clone()  # not a view: the flat buffer (a copy of every gradient) is freed here
 
 
 def setup_sampler(tasks: list[TaskData], settings: TrainSettings, anchor: str | None) -> MultiTaskSampler:
-    """The sampler of the run's epochs (tl/sampling.py), under the run's protocol."""
+    """The sampler of the run's epochs (tl/sampling.py)."""
     if settings.batch_size % dist_info()[1]:
         raise ValueError(f"--batch-size {settings.batch_size} must be divisible by the {dist_info()[1]} processes")
     if settings.sampler == "auto" and len(tasks) > 1:
         raise ValueError("--sampler auto is resolved by the recipe (tl/recipes.py) for a protocol and mode; "
                          "fit needs a sampler for several tasks")
     sizes = {t.spec.name: len(t.train) for t in tasks}
-    # one task under tl: sort the whole epoch by length (nearly pad-free batches, as tl.data.bucket_batches);
-    # several: keep each batch's task mixture exact (the paper's heterogeneous batches); authors: theirs
+    # one task under tl: the whole epoch sorted by length; several: each batch's task mixture stays exact
     pool = settings.length_pool or (math.ceil(sum(sizes.values()) / settings.batch_size)
                                     if len(tasks) == 1 and settings.protocol == "tl" else 1)
     return MultiTaskSampler(sizes, lengths={t.spec.name: np.asarray(t.train.lengths) for t in tasks},
@@ -510,18 +408,15 @@ def setup_model(model: MultiTaskModel, settings: TrainSettings, device: torch.de
         for p in model.parameters():  # identical start on every rank
             dist.broadcast(p.data, 0)
     if settings.compile:
-        # the layers share one code object, and (padded or not) x (train or eval) x (one row or more) are
-        # 8 graphs: dynamo's default limit, past which it would run eager without a word
+        # the layers' 8 graphs (README) reach dynamo's default limit, past which it runs eager without a word
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
         for layer in model.encoder.encoder["layer"]:
             layer.compile(dynamic=True)  # in place: parameter names (and checkpoints) stay as they are
 
 
 def start_epoch(sampler: MultiTaskSampler, state: LoopState, tasks: list[TaskData], settings: TrainSettings) -> list:
-    """The global batches of epoch `state.epoch`. A new epoch (position 0) of several tasks first gets
-    the sampler's weights from the latest dev scores (dynamic sampling: recomputed at each epoch
-    start); the sampler's state is then kept in `state.sampler_state`, from which a resumed run
-    regenerates the same epoch (same batches, and the task cursors end where they did)."""
+    """The batches of epoch `state.epoch`, from the sampler's state at its start (a resumed run regenerates
+    them); a new epoch of several tasks first gets weights from the last dev scores (dynamic sampling)."""
     if state.sampler_state is not None:
         sampler.load_state_dict(state.sampler_state)
     if state.position == 0 and len(tasks) > 1:
@@ -534,8 +429,7 @@ def start_epoch(sampler: MultiTaskSampler, state: LoopState, tasks: list[TaskDat
     state.sampler_state = sampler.state_dict()
     batches = sampler.epoch_batches(state.epoch)
     if settings.protocol == "authors" and state.t_total is None:
-        # run_glue.py `train`: t_total = len(train_dataloader) // accumulation * epochs, once, from the first
-        # epoch (an accumulation of ours is one step); --max-steps replaces it when it ends the run first
+        # run_glue.py `train`: t_total = len(train_dataloader) // accumulation * epochs, from the first epoch only
         state.t_total = len(batches) * settings.epochs if settings.epochs > 0 else math.inf
         if settings.max_steps > 0:
             state.t_total = min(state.t_total, settings.max_steps)
@@ -544,10 +438,8 @@ def start_epoch(sampler: MultiTaskSampler, state: LoopState, tasks: list[TaskDat
 
 def train_step(model, optimizer, scaler, splits: list, rows: tuple, weights: np.ndarray, state: LoopState,
                settings: TrainSettings, device, amp_dtype, pad_id: int) -> float:
-    """One optimizer step on this rank's `rows` (task_ids, example_ids) of a global batch, each row's
-    loss weighted by `weights[task]` (`loss_weights`): micro-batches under autocast, backward, the
-    all-reduce of DDP, unscale (fp16), clip, step, zero_grad. Returns the step's loss (all ranks). A step
-    skipped for a non-finite loss or (fp16) gradient leaves `state.nonfinite` > 0 and moved nothing."""
+    """One optimizer step on this rank's `rows` (task_ids, example_ids), row losses weighted by `weights[task]`;
+    returns the step's loss. A skipped step (non-finite loss or fp16 gradient) leaves `state.nonfinite` > 0."""
     task_ids, example_ids = rows
     micro = settings.micro_batch or settings.batch_size
     loss_sum = torch.zeros((), device=device)
@@ -575,8 +467,7 @@ def train_step(model, optimizer, scaler, splits: list, rows: tuple, weights: np.
     if math.isfinite(loss) and scaler.get_scale() >= scale:
         state.nonfinite = 0
         return loss
-    # skipped: fit tries the same batch again, the schedule waiting. fp16 overflows are routine (the
-    # scale halves until the gradients fit); one at a scale of 1 or less, or any elsewhere, is a fault
+    # skipped: fit tries the batch again. fp16 overflows are routine until the scale is down to 1
     state.nonfinite += 1
     if not scaler.is_enabled():
         warnings.warn(f"step {state.step + 1}: non-finite loss {loss}; skipped, the batch again "
@@ -589,8 +480,7 @@ def train_step(model, optimizer, scaler, splits: list, rows: tuple, weights: np.
 
 
 def advance(state: LoopState, task_ids: np.ndarray, names: list[str], n: int, settings: TrainSettings) -> tuple:
-    """Count a step taken in the current epoch of `n` batches (rows per task from the GLOBAL batch);
-    returns (epochs done, whether an evaluation falls here, whether the run is over)."""
+    """Count a step of the epoch of `n` batches; returns (epochs done, whether to evaluate, whether the run is over)."""
     state.step += 1
     state.position += 1
     for name, rows in zip(names, np.bincount(task_ids, minlength=len(names)).tolist()):
@@ -602,8 +492,7 @@ def advance(state: LoopState, task_ids: np.ndarray, names: list[str], n: int, se
 
 
 def record_evaluation(state: LoopState, entry: dict, names: list[str], finite: bool) -> list[str]:
-    """Add an evaluation to the history; returns the tasks whose best score it improved (never with
-    non-finite parameters or scores). names[0] is the target, whose improvements reset `stale`."""
+    """Add an evaluation to the history; returns the tasks whose best score it improved (only if `finite`)."""
     state.history.append(entry)
     improved = []
     for name in names:
@@ -616,51 +505,27 @@ def record_evaluation(state: LoopState, entry: dict, names: list[str], finite: b
 
 
 def summarize(state: LoopState, tasks: list[TaskData], first: tuple | None, steps_now: int) -> dict:
-    """fit's result: best, history, steps, rows seen and passes per task, timing. The steady-state
-    timing leaves out this call's first step (one-time costs) when it took more than one."""
-    world = dist_info()[1]
-    timing = state.timing
+    """fit's result; the steady-state timing leaves out this call's first step (one-time costs)."""
+    world, timing = dist_info()[1], state.timing
     seconds = max(timing["train_seconds"], 1e-9)
     first = first if first is not None and steps_now > 1 else (0.0, 0, 0)
     sizes = {t.spec.name: len(t.train) for t in tasks}
-    return {
-        "best": state.best, "history": state.history, "steps": state.step,
-        "examples_seen": dict(state.examples_seen),
-        "passes": {name: state.examples_seen.get(name, 0) / sizes[name] for name in sizes},
-        "timing": {
-            "train_seconds": round(timing["train_seconds"], 3),
-            "examples_per_second": timing["examples"] * world / seconds,
-            "tokens_per_second": timing["tokens"] * world / seconds,
-            "steady_seconds": round(max(timing["train_seconds"] - first[0], 1e-9), 3),
-            "steady_examples": (timing["examples"] - first[1]) * world,
-            "steady_tokens": (timing["tokens"] - first[2]) * world,
-        },
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# the loop
-
-
-@contextmanager
-def says_step(state: LoopState):
-    """A KeyboardInterrupt (Ctrl-C; SIGTERM under tl.runs.interruptible) inside fit's loop is raised
-    again saying the step it stopped at, which tools/train.py prints."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted at step {state.step}") from None
+    return {"best": state.best, "history": state.history, "steps": state.step,
+            "examples_seen": dict(state.examples_seen),
+            "passes": {name: state.examples_seen.get(name, 0) / sizes[name] for name in sizes},
+            "timing": {"train_seconds": round(timing["train_seconds"], 3),
+                       "examples_per_second": timing["examples"] * world / seconds,
+                       "tokens_per_second": timing["tokens"] * world / seconds,
+                       "steady_seconds": round(max(timing["train_seconds"] - first[0], 1e-9), 3),
+                       "steady_examples": (timing["examples"] - first[1]) * world,
+                       "steady_tokens": (timing["tokens"] - first[2]) * world}}
 
 
 def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, run_dir: Path, *,
         device: torch.device | str = "cpu", pad_id: int = 0, tokenizer=None, record: dict | None = None,
         anchor: str | None = None) -> dict:
-    """Train `model` on `tasks` (tasks[0] is the target) and return the run's summary (`summarize`).
-
-    `run_dir` receives `checkpoint/` (latest, for resuming), `best/` (the best model of the tasks in
-    `settings.keep_best`), `log.jsonl` (one line per evaluation) and, if `record` is given, the run
-    record `record.json` (updated at each evaluation; the recipe writes the complete one). `anchor`:
-    the task one pass over which makes an epoch under protocol tl (pairwise runs: the target)."""
+    """Train `model` on `tasks` (tasks[0] the target) into `run_dir`; `anchor`: the task one pass over which is
+    an epoch (tl). `record`: the run record, written as "running" at each evaluation."""
     device, run_dir = torch.device(device), Path(run_dir)
     rank, world = dist_info()
     amp_dtype = resolve_precision(settings.precision, device)
@@ -670,14 +535,11 @@ def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, r
     optimizer = make_optimizer(model, settings, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # one path for every precision
     state = resume(run_dir, model, optimizer, scaler, settings) or LoopState(examples_seen={n: 0 for n in names})
-    # disable=None: no bar when stderr is not a terminal (no cursor codes in logs; evaluations still print)
     bar = tqdm(initial=state.step, desc=run_dir.name, disable=None if settings.progress and rank == 0 else True,
-               dynamic_ncols=True)
-    # this call's first step is timed apart: it pays one-time costs (the optimizer's state, first
-    # touches of memory) that a long run spreads over thousands of steps
+               dynamic_ncols=True)  # None: no bar off a terminal
     batches, first, start = None, None, (state.step, state.timing["examples"], state.timing["tokens"])
     t0 = clock(device)
-    with says_step(state):  # Ctrl-C, or SIGTERM under the tools: "interrupted at step N"
+    try:
         while True:
             if batches is None:
                 batches = start_epoch(sampler, state, tasks, settings)
@@ -727,6 +589,8 @@ def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, r
                 t0 = clock(device)
             if over:
                 break
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under tl.runs.interruptible: tools/train.py prints it
+        raise KeyboardInterrupt(f"interrupted at step {state.step}") from None
     bar.close()
     if world > 1:
         dist.barrier()  # rank 0's files (best/, checkpoint/) are complete before any rank reads them

@@ -37,7 +37,8 @@ import torch  # noqa: E402
 from allocator import keep_freed_memory  # noqa: E402
 from flags import ArgumentParser, add_arguments, from_namespace  # noqa: E402
 from tl.recipes import RunConfig, check_inputs, run  # noqa: E402
-from tl.runs import RunBusy, interruptible, resolve_dir  # noqa: E402
+from tl.runs import resolve_dir  # noqa: E402
+from tl.study.locks import RunBusy, hold_run, interruptible  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402
 
 
@@ -149,10 +150,10 @@ def main(argv=None) -> int:
     status = 0
     try:
         with interruptible(not distributed):  # SIGTERM (a Slurm time limit) as Ctrl-C; torchrun stops DDP ranks
-            records = run(cfg, settings)  # checks first that --results-dir can be written
+            records = run(cfg, settings, hold=hold_run)  # checks first that --results-dir can be written
         if int(os.environ.get("RANK", "0")) == 0:
             finish(records, cfg, export_flag(sys.argv[1:] if argv is None else argv))
-    except KeyboardInterrupt as e:  # the run's lock released, temporaries removed (tl.runs.hold_run)
+    except KeyboardInterrupt as e:  # the run's lock released, temporaries removed (tl.study.locks.hold_run)
         print(f"{str(e) or 'interrupted'}; run the same command to resume", file=sys.stderr, flush=True)
         status = 130
     except (ValueError, OSError, RunBusy, FloatingPointError) as e:  # OSError: disk full, read-only, a file missing

@@ -1,18 +1,12 @@
-"""The paper's figures, drawn with matplotlib (an optional extra: pip install 'tl[plot]').
+"""The paper's figures, drawn with matplotlib (an optional extra: pip install 'tl[plot]') through its
+object API (no pyplot, no global backend switch), imported only when a figure is drawn.
 Imports tl.study.report (K labels, atomic writes); reads the dict of `tl.study.report.analyse`.
 
-figure1  Weller et al. (2022) Figure 1: the (target x support) matrix of mean MTL - mean STILTs, each
-         cell coloured by its t-test: green = STILTs significantly better, blue = MTL significantly
-         better, grey = no significant difference (the paper's colours), white = no cell; the
-         size heuristic's misses (significant cells it predicts wrongly; red text in the paper)
-         are printed in red, framed in red and marked with a red x in the corner; cells with fewer
-         than 2 seeds on a side are grey and hatched (all seeds identical: plain grey). Rows and
-         columns by training size, largest first, as the paper.
-figure2  Figure 2: the dataset-size experiment, mean score vs K (support size / target size, log
-         scale) with +-1 std error bars for MTL and STILTs, one panel per target size.
-Both write a PNG and an SVG, titled with the protocol. `figures_from_analysis` draws both.
-matplotlib is imported only when a figure is drawn, through the object API (no pyplot, no global
-backend switch).
+figure1  Weller et al. (2022) Figure 1: the (target x support) matrix of mean MTL - mean STILTs in the
+         paper's colours (green: STILTs significantly better, blue: MTL, grey: neither; hatched: fewer
+         than 2 seeds on a side); the size heuristic's misses in red, framed and marked with an x.
+figure2  Figure 2: mean score against K (log scale), +-1 std bars for MTL and STILTs, a panel per
+         target size. Each writes a PNG and an SVG titled with the protocol.
 """
 import io
 from pathlib import Path
@@ -51,9 +45,8 @@ def _save(fig, stem: Path) -> list[Path]:
 
 def figure1(diff: np.ndarray, state: np.ndarray, miss: np.ndarray, targets: list[str], supports: list[str],
             stem, title: str = "MTL − STILTs") -> list[Path]:
-    """diff (T, S) mean MTL - mean STILTs, NaN where there is no cell; state (T, S) int in
-    {STILTS_BETTER, NOT_SIGNIFICANT, MTL_BETTER}; miss (T, S) bool, the heuristic's wrong
-    predictions. Writes stem.png and stem.svg."""
+    """Writes stem.png and stem.svg. diff (T, S) mean MTL - mean STILTs, NaN where there is no cell;
+    state (T, S) one of the four states above; miss (T, S) bool, the heuristic's wrong predictions."""
     Figure, Patch, Line2D = require_matplotlib()
     from matplotlib.patches import Rectangle
 
@@ -94,8 +87,8 @@ def figure1(diff: np.ndarray, state: np.ndarray, miss: np.ndarray, targets: list
 
 
 def figure2(series: list[dict], stem, title: str = "") -> list[Path]:
-    """series: one dict per panel, with "title" and arrays of P points: "k" (P,), "mean_mtl",
-    "std_mtl", "mean_stilts", "std_stilts" (P,) (NaN where missing). Writes stem.png and stem.svg."""
+    """Writes stem.png and stem.svg; series: per panel, "title" and the arrays (P,) "k", "mean_mtl",
+    "std_mtl", "mean_stilts", "std_stilts" (NaN where missing)."""
     Figure, _, _ = require_matplotlib()
     fig = Figure(figsize=(4.2 * len(series), 3.4))
     if title:
@@ -121,8 +114,7 @@ def figure2(series: list[dict], stem, title: str = "") -> list[Path]:
 
 
 def matrix_state(a: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Figure 1's arrays from the analysis: diff (T, S), state (T, S) and miss (T, S) as figure1
-    takes them, and the targets that have cells. NO_TEST only where a side has fewer than 2 seeds."""
+    """figure1's diff, state, miss (T, S) from the analysis, and the targets that have cells."""
     cells, supports = a["cells"], a["supports"]
     targets = [t for t in a["targets"] if any(c["target"] == t for c in cells)]
     ti, si = {t: i for i, t in enumerate(targets)}, {s: j for j, s in enumerate(supports)}

@@ -1,28 +1,13 @@
-"""The paper's analysis assembled from seed scores, and its Markdown / CSV / JSON outputs.
+"""The paper's analysis of seed scores and its Markdown / CSV / JSON outputs: Figure 1's cells, the
+size heuristic and Tables 1-2 of Weller et al. (2022); beyond it, bootstrap CIs, almost stochastic
+order, power and a logistic fit of P(MTL better) against the size ratio (README.md "Statistics").
+Imports tl.stats (the general statistics), tl.train (arg) and tl.study.scores (the Score rows).
 
-Imports tl.stats (every statistic) and tl.study.scores (the Score rows).
-`analyse(rows, settings, sizes)` takes the Score rows of ONE protocol (`settings.protocol` picks it
-when the rows hold both; a matrix never mixes them) and returns one JSON-ready dict:
-  protocol        "tl" or "authors": whose rules trained every score analysed (docs/PROTOCOL.md)
-  targets, supports  the matrix's rows and columns, largest training set first (the paper's order)
-  cells           one per (target, support) of the main matrix: n, mean, std (ddof=1) of MTL and of
-                  STILTs, diff = MTL - STILTs, t, p (None: no test possible), p_adjusted,
-                  significant, predicted (the size heuristic: "mtl" when the target is smaller than
-                  the support), correct (None where not significant), passes_mtl / passes_stilts (the
-                  target's mean training passes under each method; None when unknown); and beyond the
-                  paper: a bootstrap 95% CI of diff, ASO eps_min both ways, seeds needed for --power.
-  summary         n_cells, n_tested, n_significant, n_correct, accuracy (the paper: 49/53 = 92.5%)
-  tables          table1 (per target: MTL, STILTs mean over supports, the authors' average pairwise,
-                  MTL-ALL), table2 (MTL-ALL per sampler, Ave. S.H., Pairwise Oracle), singles
-  logistic        P(MTL better) against log2(support size / target size) over significant cells
-  size_experiment Figure 2's points: per (target, target size, support, K) the same comparison
-Method names follow `tl.study.scores`. The matrix compares `stilts` with the pairwise MTL that the
-protocol's plans run (tl.recipes.resolve_sampler): tl `mtl` (dynamic); authors `mtl:uniform` (their
-pair script), or plain `mtl` when a table has no `mtl:uniform`; the size experiment's MTL is `mtl`
-(tl) or `mtl:dynamic-softmax` (authors), likewise. Table 1's MTL-ALL column is the size-sampled run
-`mtl_all:size` under either protocol, as the authors' compare_method_matrices.py read
-mtl_all_best_results_size.csv; Table 2 has one column per `mtl_all` sampler found. The bootstrap
-and ASO draw from one Generator seeded by `settings.seed`, in cell order: a report is reproducible.
+`analyse` takes the Score rows of ONE protocol and returns one JSON-ready dict. The matrix compares
+`stilts` with the pairwise MTL of the protocol's plans (MATRIX_MTL; the size experiment SIZE_MTL;
+plain `mtl` where a table lacks it). Table 1's MTL-ALL is `mtl_all:size`, as the authors'
+compare_method_matrices.py read mtl_all_best_results_size.csv; Table 2 has a column per `mtl_all`
+sampler. The bootstrap and ASO draw from one Generator seeded by `settings.seed`, in cell order.
 """
 import csv
 import io
@@ -59,9 +44,8 @@ class StatsSettings:
     seed: int = arg(0, "seed of the np.random.Generator behind the bootstrap and ASO")
     power: float = arg(0.0, "seeds per method needed to detect this difference (points) with 80%% power "
                              "at --alpha and each cell's pooled std; 0 = skip")
-    protocol: str = arg("", "analyse the runs of this protocol only (tl or authors); needed when the scores "
-                            "hold both, as a matrix never mixes them. A record without a protocol field and "
-                            "a scores table without a protocol column count as tl", choices=PROTOCOLS)
+    protocol: str = arg("", "analyse only the runs of this protocol; needed when the scores hold both (a record "
+                            "or table without a protocol is tl)", choices=PROTOCOLS)
 
     def __post_init__(self):
         if not 0 < self.alpha < 1:
@@ -165,12 +149,25 @@ def analyse(rows: list[Score], settings: StatsSettings, sizes: dict[str, int], s
                 size_experiment=_size_experiment(size, size_mtl, settings, sizes, rng))
 
 
+def size_heuristic_picks_mtl(target_size: np.ndarray, support_size: np.ndarray) -> np.ndarray:
+    """(N,) bool: the paper's size heuristic picks MTL when the target is smaller than the support."""
+    return np.asarray(target_size) < np.asarray(support_size)
+
+
+def heuristic_accuracy(diff: np.ndarray, significant: np.ndarray, picks_mtl: np.ndarray) -> tuple[int, int, float]:
+    """(n_significant, n_correct, accuracy) over the significant cells (the paper: 49/53 = 92.5%); a cell
+    is correct when the better method (MTL where diff = MTL - STILTs > 0) is the one picked."""
+    sig = np.asarray(significant, dtype=bool)
+    correct = sig & ((np.asarray(diff) > 0) == np.asarray(picks_mtl, dtype=bool))
+    n_sig, n_ok = int(sig.sum()), int(correct.sum())
+    return n_sig, n_ok, (n_ok / n_sig if n_sig else float("nan"))
+
+
 def _judge(cells: list[dict], settings: StatsSettings) -> dict:
-    """Corrects the cells' p-values, marks significance and the size heuristic's verdict in place;
-    returns the summary."""
+    """The summary; marks each cell's adjusted p, significance and the size heuristic's verdict in place."""
     p = _arr(c["p"] for c in cells)
     p_adj = stats.adjust_pvalues(p, settings.correction)
-    picks = stats.size_heuristic_picks_mtl([c["size_target"] for c in cells], [c["size_support"] for c in cells])
+    picks = size_heuristic_picks_mtl([c["size_target"] for c in cells], [c["size_support"] for c in cells])
     for c, pa, pick in zip(cells, p_adj, picks):
         c["p_adjusted"] = _num(pa)
         c["significant"] = bool(pa < settings.alpha) if not np.isnan(pa) else False
@@ -178,10 +175,41 @@ def _judge(cells: list[dict], settings: StatsSettings) -> dict:
         c["correct"] = ((c["diff"] > 0) == bool(pick)) if c["significant"] else None
     sig = np.array([c["significant"] for c in cells], dtype=bool)
     diff = _arr(c["diff"] for c in cells)
-    n_sig, n_ok, acc = stats.heuristic_accuracy(diff, sig, picks)
+    n_sig, n_ok, acc = heuristic_accuracy(diff, sig, picks)
     return dict(n_cells=len(cells), n_tested=int((~np.isnan(p)).sum()), n_significant=n_sig, n_correct=n_ok,
                 accuracy=_num(acc), n_mtl_better=int((sig & (diff > 0)).sum()),
                 n_stilts_better=int((sig & (diff < 0)).sum()))
+
+
+def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
+    """np.nanmean without the all-NaN warning (an all-NaN slice gives NaN)."""
+    n = np.sum(~np.isnan(x), axis=axis)
+    return np.where(n > 0, np.nansum(x, axis=axis) / np.maximum(n, 1), np.nan)
+
+
+def average_pairwise(mtl: np.ndarray, stilts: np.ndarray) -> np.ndarray:
+    """(T,): per target, the mean over supports of max(MTL, STILTs) of the cell means (T, S), a cell
+    missing either left out: the authors' "average pairwise" (compare_method_matrices.py `best_max_df`)."""
+    return _nanmean(np.maximum(np.asarray(mtl, dtype=np.float64), np.asarray(stilts, dtype=np.float64)), 1)
+
+
+def table1(mtl: np.ndarray, stilts: np.ndarray, mtl_all: np.ndarray) -> np.ndarray:
+    """The paper's Table 1 (T, 4): per target, the mean over supports of the MTL and of the STILTs cell
+    means (T, S; NaN where missing), the average pairwise, and MTL-ALL mtl_all (T,)."""
+    return np.stack([_nanmean(mtl, 1), _nanmean(stilts, 1), average_pairwise(mtl, stilts),
+                     np.asarray(mtl_all, dtype=np.float64)], axis=1)
+
+
+def table2(mtl_all: np.ndarray, mtl: np.ndarray, stilts: np.ndarray, picks_mtl: np.ndarray) -> np.ndarray:
+    """The paper's Table 2 (T, M + 2): MTL-ALL per sampler mtl_all (T, M) or (T,); "Ave. S.H.", the mean
+    over supports of the cell mean the size heuristic picks (picks_mtl (T, S)); "Pairwise Oracle", the
+    best cell mean of either method. mtl, stilts (T, S), NaN where missing."""
+    mtl, stilts = np.asarray(mtl, dtype=np.float64), np.asarray(stilts, dtype=np.float64)
+    picked = np.where(picks_mtl, mtl, stilts)  # (T, S)
+    oracle = np.fmax.reduce(np.concatenate([mtl, stilts], axis=1), axis=1, initial=np.nan)  # (T,) NaN: no cell
+    mtl_all = np.asarray(mtl_all, dtype=np.float64)
+    mtl_all = mtl_all[:, None] if mtl_all.ndim == 1 else mtl_all  # (T, M)
+    return np.concatenate([mtl_all, _nanmean(picked, 1)[:, None], oracle[:, None]], axis=1)
 
 
 def _table(columns: list[str], targets: list[str], values: np.ndarray) -> dict:
@@ -189,8 +217,7 @@ def _table(columns: list[str], targets: list[str], values: np.ndarray) -> dict:
     targets with a value); the note says so when the columns average over different targets."""
     rows = [dict(target=t, **{c: _num(v) for c, v in zip(columns[1:], vals)}) for t, vals in zip(targets, values)]
     have = [int((~np.isnan(col)).sum()) for col in values.T]
-    avg = [np.nan if n == 0 else np.nanmean(col) for n, col in zip(have, values.T)]
-    rows.append(dict(target="Average", **{c: _num(v) for c, v in zip(columns[1:], avg)}))
+    rows.append(dict(target="Average", **{c: _num(v) for c, v in zip(columns[1:], _nanmean(values, 0))}))
     same = len({frozenset(np.flatnonzero(~np.isnan(col))) for col in values.T}) <= 1
     note = "" if same else ("The Average row averages each column over the targets that have a value, which differ: "
                             + ", ".join(f"{c} {n} of {len(targets)}" for c, n in zip(columns[1:], have)) + ".")
@@ -213,10 +240,10 @@ def _tables(cells, groups, targets, supports, sizes) -> dict:
         x = groups.get((t, "", method))
         return np.nan if not x else _scores(x).mean()
 
-    t1 = stats.table1(mtl, stilts, np.array([mtl_all_mean(t, TABLE1_MTL_ALL) for t in targets]))
+    t1 = table1(mtl, stilts, np.array([mtl_all_mean(t, TABLE1_MTL_ALL) for t in targets]))
     methods = ["mtl_all" if s == "dynamic" else f"mtl_all:{s}" for s in samplers]
-    t2 = stats.table2(np.array([[mtl_all_mean(t, m) for m in methods] for t in targets]).reshape(T, len(samplers)),
-                      mtl, stilts, picks)
+    t2 = table2(np.array([[mtl_all_mean(t, m) for m in methods] for t in targets]).reshape(T, len(samplers)),
+                mtl, stilts, picks)
     singles = [dict(target=t, **dict(zip(("n", "mean", "std"), stats.describe(_scores(groups[(t, "", "single")])))))
                for t in order_tasks({t for (t, _, m) in groups if m == "single"}, sizes)]
     return dict(table1=_table(["target", "MTL", "STILTs", "Average pairwise", "MTL-ALL (size)"], targets, t1),
@@ -226,9 +253,8 @@ def _tables(cells, groups, targets, supports, sizes) -> dict:
 
 
 def _logistic(cells) -> dict:
-    """P(MTL better) ~ log2(support size / target size) over significant cells. The crossover is
-    given only when the fit rests on MIN_CELLS_FOR_CROSSOVER cells and is identified (inside the
-    observed ratios, with a finite interval); otherwise `warning` says why."""
+    """P(MTL better) ~ log2(support size / target size) over significant cells; the crossover only when
+    MIN_CELLS_FOR_CROSSOVER cells identify it (inside the observed ratios, a finite interval)."""
     sig = [c for c in cells if c["significant"]]
     x = np.array([math.log2(c["size_support"] / c["size_target"]) for c in sig])
     y = np.array([c["diff"] > 0 for c in sig], dtype=float)
@@ -396,18 +422,14 @@ def to_json(a: dict) -> str:
 
 
 def write_outputs(a: dict, out_dir) -> list[Path]:
-    """report.md, cells.csv, table1.csv, table2.csv, singles.csv, size_experiment.csv (when any); every
-    CSV row carries the protocol (a first column)."""
+    """report.md, then cells, size_experiment, table1, table2 and singles .csv where they have rows;
+    every CSV row is led by the protocol."""
     out_dir = Path(out_dir)
-    tag = lambda rows: [dict(protocol=a["protocol"], **r) for r in rows]  # noqa: E731
     written = [write_atomic(out_dir / "report.md", render_markdown(a))]
-    for name, rows in (("cells", a["cells"]), ("size_experiment", a["size_experiment"])):
+    tables = {"cells": a["cells"], "size_experiment": a["size_experiment"], "table1": a["tables"]["table1"]["rows"],
+              "table2": a["tables"]["table2"]["rows"], "singles": a["tables"]["singles"]}
+    for name, rows in tables.items():
         if rows:
-            written.append(write_atomic(out_dir / f"{name}.csv", _csv(["protocol", *rows[0]], tag(rows))))
-    for key in ("table1", "table2"):
-        table = a["tables"][key]
-        written.append(write_atomic(out_dir / f"{key}.csv", _csv(["protocol", *table["columns"]], tag(table["rows"]))))
-    if a["tables"]["singles"]:
-        written.append(write_atomic(out_dir / "singles.csv", _csv(["protocol", "target", "n", "mean", "std"],
-                                                                  tag(a["tables"]["singles"]))))
+            rows = [dict(protocol=a["protocol"], **r) for r in rows]
+            written.append(write_atomic(out_dir / f"{name}.csv", _csv(list(rows[0]), rows)))
     return written

@@ -1,14 +1,9 @@
-"""Running the grid's plan: each job under its lock, in this process or in worker subprocesses,
-sharded over machines, and the Slurm array script that does so.
+"""Running the grid's plan (docs/GRID.md "Execution"): each job under its run's lock, in this process
+or in worker subprocesses, sharded over machines, and the Slurm array script that does so. Complete
+jobs are skipped, partial ones resumed by the recipes; a shard runs a missing dependency itself unless
+another process holds its lock, then it waits. A failed job is reported and the jobs needing it skipped.
 
-Execution (`execute`): complete jobs are skipped, partial ones resumed by the recipes, each under its
-run's lock (`tl.runs.hold_run`; docs/GRID.md "Locks"), so no run is trained twice. SIGTERM and Ctrl-C
-stop the workers, release their locks and log `interrupted` in grid-events.jsonl. `--shard i/n` owns
-every n-th job of the plan; a shard runs a missing dependency itself unless another process holds its
-lock, in which case it waits (it never waits on a shard that has not started). A failed job is
-reported and the grid goes on; jobs that need it are skipped.
-
-Imports tl.recipes, tl.runs, tl.train (public functions only) and tl/study/plan.py.
+Imports tl.recipes, tl.train (public functions only), tl/study/locks.py and tl/study/plan.py.
 """
 from __future__ import annotations
 
@@ -24,23 +19,23 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tl.recipes import Context, Job, RunConfig, train_job
-from tl.runs import RunBusy, hold_run, interruptible, live_lock, lock_path, log_event
+from tl.study.locks import RunBusy, hold_run, interruptible, live_lock, lock_path, log_event
 from tl.study.plan import run_status
 from tl.train import TrainSettings
 
 
 def execute_locked(job: Job) -> str:
-    """Train one job (its needs complete) under its lock, in this process: 'done', 'busy' (another
-    process holds it) or raises what the recipe raised, logged as `failed` (`interrupted`)."""
+    """Train one job (its needs complete) under its lock here: 'done', 'busy' (another process holds
+    it), or the recipe's exception, logged as `failed` or `interrupted`."""
     results = Path(job.cfg.results_dir)
     try:
-        with hold_run(results, job.run_id):  # train_job takes it again: re-entrant
+        with hold_run(results, job.run_id):
             if run_status(results, job) == "complete":
                 return "done"  # finished by another process between our look and our lock
             log_event(results, job.run_id, "start")
             try:
                 train_job(Context(job.cfg, job.settings.protocol), job)
-            except BaseException as e:  # KeyboardInterrupt: Ctrl-C, or SIGTERM (tl.runs.interruptible)
+            except BaseException as e:  # KeyboardInterrupt: Ctrl-C, or SIGTERM (tl.study.locks.interruptible)
                 event = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
                 log_event(results, job.run_id, event, error=f"{type(e).__name__}: {e}")
                 raise
@@ -61,8 +56,8 @@ def _from_json(cls, values: dict):
 
 
 def child_main(spec: str) -> int:
-    """Entry point of a worker subprocess: one job from `_to_json`; exit 0 done, 3 busy, 1 failed,
-    130 interrupted (SIGTERM from the grid, Ctrl-C)."""
+    """A worker subprocess's entry point: one job from `_to_json`; exit 0 done, 3 busy, 1 failed,
+    130 interrupted."""
     d = json.loads(spec)
     try:
         with interruptible():
@@ -102,8 +97,8 @@ def _last_error(log: Path) -> str:
 class _Execution:
     """The state of one `execute`: jobs pending, running (run id -> (Popen, log)), and their outcomes."""
 
-    def __init__(self, jobs: list[Job], own: list[Job], results: Path, workers: int, poll: float, progress: bool):
-        self.by_id, self.results, self.workers, self.poll = {j.run_id: j for j in jobs}, results, workers, poll
+    def __init__(self, jobs: list[Job], own: list[Job], results: Path, workers: int, progress: bool):
+        self.by_id, self.results, self.workers = {j.run_id: j for j in jobs}, results, workers
         self.pending = [j.run_id for j in own]
         self.owned = set(self.pending)
         self.failed, self.skipped, self.ran, self.complete = {}, {}, [], []
@@ -203,11 +198,11 @@ class _Execution:
 
 def execute(jobs: list[Job], own: list[Job], results: Path, workers: int = 1, poll: float = 30.0,
             progress: bool = True) -> dict:
-    """Run `own` (a plan or a shard of it) to completion; see the module docstring for the rules.
-    Returns {"complete": [...], "ran": [...], "failed": {id: reason}, "skipped": {id: reason}}."""
+    """Run `own` (a plan or a shard of it) to completion: {"complete": [...], "ran": [...], "failed":
+    {id: reason}, "skipped": {id: reason}}."""
     results = Path(results)
     results.mkdir(parents=True, exist_ok=True)
-    ex = _Execution(jobs, own, results, workers, poll, progress)
+    ex = _Execution(jobs, own, results, workers, progress)
     try:
         while ex.pending or ex.running:
             if not ex.step() and (ex.pending or ex.running):
@@ -223,10 +218,7 @@ def execute(jobs: list[Job], own: list[Job], results: Path, workers: int = 1, po
     return {"complete": ex.complete, "ran": ex.ran, "failed": ex.failed, "skipped": ex.skipped}
 
 
-# ---------------------------------------------------------------------------------------------
-# Slurm
-
-
+# ---------------------------------------------------------------- Slurm
 _NOT_PASSED_ON = {"--emit-slurm": 1, "--slurm-tasks": 1, "--sbatch": 1, "--shard": 1, "--dry-run": 0,
                   "--workers": 1}
 
@@ -234,14 +226,13 @@ _NOT_PASSED_ON = {"--emit-slurm": 1, "--slurm-tasks": 1, "--sbatch": 1, "--shard
 def slurm_script(argv: list[str], n: int, results: str, sbatch: str = "", cwd: Path | None = None) -> str:
     """An sbatch array script of n tasks, each running `tools/grid.py <argv> --shard $SLURM_ARRAY_TASK_ID/n`
     from `cwd` (default: here) with this Python (argv without the Slurm, shard, dry-run and workers flags)."""
-    keep, i = [], 0
-    while i < len(argv):
-        flag = argv[i].split("=", 1)[0]
-        if flag in _NOT_PASSED_ON:
-            i += 1 + (_NOT_PASSED_ON[flag] if "=" not in argv[i] else 0)
-            continue
-        keep.append(argv[i])
-        i += 1
+    keep, args = [], iter(argv)
+    for a in args:
+        flag = a.split("=", 1)[0]
+        if flag not in _NOT_PASSED_ON:
+            keep.append(a)
+        elif "=" not in a and _NOT_PASSED_ON[flag]:
+            next(args, None)  # its value
     tool = Path(__file__).resolve().parents[2] / "tools" / "grid.py"
     options = "".join(f"#SBATCH {o}\n" for o in shlex.split(sbatch))
     command = shlex.join([sys.executable, str(tool), *keep])

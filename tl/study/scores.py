@@ -1,29 +1,15 @@
-"""Seed scores for the statistics, read from a scores table (CSV) or from run records.
-
+"""Seed scores for the statistics: `Score` rows (one seed of one method on one target, under one
+protocol) read from a scores table (CSV) or from run records.
 Imports tl.tasks (task names and official sizes) and tl.runs (the one rule that finds run records).
-Both inputs become one list of `Score` rows (one seed of one method on one target, under one
-protocol), which `tl.study.report` turns into the paper's analysis. The two file contracts are in
-docs/DESIGN.md and ARCHITECTURE.md:
 
-Scores table: CSV with header `target,support,method,seed,score` (any column order; extra columns are
-ignored) so that results made by any framework can be analysed. method is single, stilts, mtl,
-mtl_all, or sampler-qualified as `mtl:S` / `mtl_all:S`; `mtl_all:dynamic` and `mtl:dynamic` are the
-same as plain `mtl_all` and `mtl` (dynamic is the paper's and tl's default sampler). support is
-empty for single and mtl_all; a multi-support run joins its supports with `+`. Optional columns:
-`protocol` ("tl" or "authors", docs/PROTOCOL.md; absent or empty = "tl"), `passes` (the target's
-training passes, examples seen / train size; empty = unknown), and, marking rows of the dataset-size
-experiment (Figure 2), `support_size` ("2x", "1/3x", or a count) and `target_size` (a count).
-
-Run records: the complete records of `tl.runs.complete_records(results)`; an mtl_all joint training
-run (`"role": "train"`) is skipped because its per-task records carry the scores. Mapping: mode
-single -> method single, support ""; stilts -> stilts, support = supports joined by "+"; mtl -> mtl
-(sampler dynamic or absent) or `mtl:<sampler>`; mtl_all -> support "", method mtl_all (dynamic) or
-`mtl_all:<sampler>`. `protocol` is the record's (absent = "tl"), `passes` the target's entry of the
-record's `passes`. The record's `train_sizes` are kept (the sizes actually trained on), and
-`config.support_size` / `config.target_size`, when set, put the row in the size experiment.
-
-Task names are matched case-insensitively to the registry (`tl.tasks.get_task`) and written in its
-canonical spelling ("sst2" -> "SST-2"); a name the registry does not know is kept as written.
+Scores table (README.md "Statistics"): header `target,support,method,seed,score` in any order, extra
+columns ignored; optional `protocol` (empty: tl), `passes`, and for Figure 2's rows `support_size`
+("2x", "1/3x" or a count) and `target_size` (a count); several supports are joined with `+`. Run
+records: the complete ones (`tl.runs.complete_records`) except an mtl_all joint run's (its per-task
+records carry the scores); mode and sampler make the method, and `config.support_size` /
+`target_size` put a row in the size experiment. `mtl:dynamic` and `mtl_all:dynamic` are plain `mtl`
+and `mtl_all` (dynamic is the default sampler). Task names take the registry's spelling ("sst2" ->
+"SST-2"); a name it does not know is kept as written.
 """
 import csv
 import io
@@ -125,8 +111,7 @@ def _csv_row(row: dict, where: str) -> Score:
 
 
 def read_scores_csv(path) -> list[Score]:
-    """Read a scores table (see the module docstring). ValueError names the file and line of any
-    missing column, non-numeric score or seed, unknown method or protocol, or empty table."""
+    """The rows of a scores table; ValueError names the file and line of what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: scores table not found")
@@ -183,8 +168,7 @@ def record_to_score(record: dict, where: str) -> Score:
 
 
 def read_run_records(results_dir) -> list[Score]:
-    """Score rows of the complete records under results_dir (`tl.runs.complete_records`). Errors
-    name the folder or record and, when there is nothing to analyse, how to produce records."""
+    """Score rows of the complete records under results_dir; errors say how to produce records."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder {results_dir} does not exist: {HOW_TO_MAKE_RECORDS}")
@@ -197,9 +181,8 @@ def read_run_records(results_dir) -> list[Score]:
 
 
 def select_protocol(rows: list[Score], protocol: str = "") -> tuple[list[Score], str]:
-    """(the rows of one protocol, its name). With `protocol` "" the rows must hold one protocol
-    only: a matrix never mixes the authors' runs with tl's. ValueError (one line) names the
-    protocols found."""
+    """(the rows of one protocol, its name); with `protocol` "" the rows must hold one protocol only:
+    a matrix never mixes the authors' runs with tl's."""
     found = sorted({r.protocol for r in rows})
     if protocol:
         chosen = [r for r in rows if r.protocol == protocol]
@@ -225,10 +208,8 @@ def check_unique(rows: list[Score]) -> None:
 
 
 def task_sizes(rows: list[Score], overrides: dict | None = None) -> dict[str, int]:
-    """Training-set size per task for the size heuristic. In increasing precedence: the registry's
-    official size; the size recorded in run records of the main matrix (the most common value, so a
-    `--limit-train` run is analysed with the sizes it used); `overrides` (e.g. --sizes FILE.json).
-    Tasks with no known size are absent."""
+    """Training-set size per task for the size heuristic, in increasing precedence: the registry's; the
+    most common in the main matrix's records (a `--limit-train` run's own); `overrides` (--sizes)."""
     tasks = {r.target for r in rows} | {p for r in rows if r.support for p in r.support.split("+")}
     sizes = {t: int(spec.train_size) for t in tasks if (spec := _registered(t)) and spec.train_size}
     recorded = Counter((t, n) for r in rows if not r.in_size_experiment for t, n in r.train_sizes)
@@ -248,9 +229,8 @@ def target_train_size(row: Score, sizes: dict[str, int]) -> int | None:
 
 
 def support_factor(row: Score, sizes: dict[str, int]) -> float:
-    """K of the size experiment: support size / target size. From the `support_size` string when it
-    is written "Kx" ("2x", "0.5x", "1/3x"), else from the sizes (recorded train_sizes, a count in
-    support_size, or `sizes`). ValueError naming the row's source when it cannot be found."""
+    """K of the size experiment, support size / target size: from a "Kx" support_size ("2x", "1/3x"),
+    else from the sizes (recorded train_sizes, a count in support_size, or `sizes`)."""
     text = row.support_size.strip().lower()
     try:
         if text.endswith("x"):
