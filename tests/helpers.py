@@ -18,6 +18,12 @@ def load_tool(name: str):
     return module
 
 
+def example(split: TokenizedSplit, i: int) -> tuple:
+    """(ids, type_ids) of example i of a split."""
+    a, b = split.offsets[i], split.offsets[i + 1]
+    return split.ids[a:b], split.type_ids[a:b]
+
+
 def random_split(n: int, rng: np.random.Generator, num_labels: int = 2, regression: bool = False) -> TokenizedSplit:
     """n examples of unequal lengths (3..20 tokens): random ids below 64 and labels."""
     lengths = rng.integers(3, 21, size=n)

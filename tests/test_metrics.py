@@ -1,15 +1,13 @@
 """tl.metrics against scipy and against values small enough to check by hand (to 1e-12), including
-the degenerate inputs that must give 0.0 with a warning, never NaN."""
+the degenerate inputs that must give 0.0 with one warning of ours, never NaN and never scipy's warning."""
 import math
-import re
 import warnings
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from tl.metrics import (accuracy, acc_and_f1, compute_metrics, f1, headline_score, matthews, pearson,
-                        rank_average, spearman)
+from tl.metrics import accuracy, acc_and_f1, compute_metrics, f1, headline_score, matthews, pearson, spearman
 from tl.tasks import get_task
 
 
@@ -26,10 +24,12 @@ def test_hand_computed_values():
     assert pearson([1, 2, 3], [1, 2, 4]) == pytest.approx(3 / math.sqrt(28 / 3), abs=1e-12)
     # ranks with a tie: (1, 2.5, 2.5, 4) vs (1, 3, 2, 4) -> 4.5 / sqrt(4.5 * 5)
     assert spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(4.5 / math.sqrt(22.5), abs=1e-12)
-    np.testing.assert_array_equal(rank_average([10, 20, 20, 5, 20]), [2, 4, 4, 1, 4])
+    # a tie of three: ranks (2, 4, 4, 1, 4) vs (1, 2, 3, 4, 5), centred (-1, 1, 1, -2, 1) . (-2, -1, 0, 1, 2) = 1
+    assert spearman([10, 20, 20, 5, 20], [1, 2, 3, 4, 5]) == pytest.approx(1 / math.sqrt(8 * 10), abs=1e-12)
 
 
 def test_correlations_match_scipy():
+    """The very numbers of scipy.stats (GLUE's reference), as plain floats, with no warning."""
     rng = np.random.default_rng(0)
     for n in (2, 3, 10, 1000):
         x = rng.normal(size=n)
@@ -37,10 +37,25 @@ def test_correlations_match_scipy():
         xi, yi = rng.integers(0, 5, size=n), rng.integers(0, 5, size=n)  # many ties
         if np.ptp(xi) == 0 or np.ptp(yi) == 0:
             continue
-        assert abs(pearson(x, y) - stats.pearsonr(x, y)[0]) < 1e-12
-        assert abs(spearman(x, y) - stats.spearmanr(x, y)[0]) < 1e-12
-        assert abs(spearman(xi, yi) - stats.spearmanr(xi, yi)[0]) < 1e-12
-        np.testing.assert_allclose(rank_average(xi), stats.rankdata(xi), rtol=0, atol=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for a, b in ((x, y), (xi, yi), (x.astype(np.float32), y.astype(np.float32))):
+                r, rho = pearson(a, b), spearman(a, b)
+                assert type(r) is float and type(rho) is float
+                assert r == stats.pearsonr(a.astype(np.float64), b.astype(np.float64))[0]
+                assert rho == stats.spearmanr(a, b)[0]
+
+
+def test_nearly_constant_input_gives_scipys_number_without_its_warning():
+    """scipy warns NearConstantInputWarning here and still computes r; tl reports that r, silently."""
+    x, y = np.array([3.0, 3.0 + 1e-13, 3.0]), np.array([1.0, 2.0, 3.0])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        expected = stats.pearsonr(x, y)[0]
+    assert [w.category for w in record] == [stats.NearConstantInputWarning]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pearson(x, y) == expected and -1.0 <= expected <= 1.0
 
 
 def test_binary_matthews_and_f1_match_the_confusion_matrix_formulas():
@@ -56,39 +71,51 @@ def test_binary_matthews_and_f1_match_the_confusion_matrix_formulas():
 
 @pytest.mark.parametrize("metric, pred, gold, name, why", [
     (pearson, [1.0, 1.0, 1.0], [0.0, 1.0, 2.0], "correlation", "constant predictions or constant labels"),
+    (pearson, [0.0, 1.0, 2.0], [0.1, 0.1, 0.1], "correlation", "constant predictions or constant labels"),
     (spearman, [0.0, 1.0, 2.0], [3.0, 3.0, 3.0], "correlation", "constant predictions or constant labels"),
+    (spearman, [2, 2], [0, 1], "correlation", "constant predictions or constant labels"),
     # a diverged regression head
     (pearson, [float("nan"), 1.0, 2.0], [0.0, 1.0, 2.0], "correlation", "fewer than 2 examples or non-finite values"),
     (spearman, [float("nan"), 1.0, 2.0], [0.0, 1.0, 2.0], "correlation", "non-finite values"),
     (spearman, [0.0, 1.0, 2.0], [0.0, float("inf"), 2.0], "correlation", "non-finite values"),
+    (pearson, [0.0, 1.0, 2.0], [0.0, float("-inf"), 2.0], "correlation", "fewer than 2 examples or non-finite values"),
     (pearson, [1.0], [2.0], "correlation", "fewer than 2 examples or non-finite values"),
+    (pearson, [], [], "correlation", "fewer than 2 examples or non-finite values"),
+    (spearman, [1.0], [2.0], "correlation", "fewer than 2 examples or non-finite values"),
+    (spearman, [], [], "correlation", "fewer than 2 examples or non-finite values"),
+    (spearman, [float("nan")], [2.0], "correlation", "non-finite values"),
     (matthews, [1, 1, 1, 1], [0, 1, 0, 1], "Matthews correlation", "constant predictions or constant labels"),
     (matthews, [0, 1, 0, 1], [1, 1, 1, 1], "Matthews correlation", "constant predictions or constant labels"),
     (f1, [0, 0, 0], [0, 0, 0], "F1", "no positive label in predictions or gold"),  # no positive anywhere
     (accuracy, [], [], "accuracy", "no examples"),
 ])
 def test_degenerate_inputs_give_zero_with_a_warning(metric, pred, gold, name, why):
-    """0.0 and one warning that names the metric and the reason (spearman ranks NaN as the largest
-    value, so it checks for non-finite input itself)."""
+    """0.0 and exactly one warning, ours, naming the metric and the reason: none of scipy's
+    (ConstantInputWarning, a NaN p-value's RuntimeWarning) comes through."""
     message = f"{name} is undefined ({why}); reporting 0.0"
-    with pytest.warns(RuntimeWarning, match="^" + re.escape(message) + "$"):
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
         value = metric(np.array(pred), np.array(gold))
-    assert value == 0.0
+    assert [(w.category, str(w.message)) for w in record] == [(RuntimeWarning, message)]
+    assert type(value) is float and value == 0.0
 
 
 def test_degenerate_warning_points_at_the_caller():
     """stacklevel: the warning names the line that called the metric, not tl/metrics.py."""
-    for metric, pred, gold in ((f1, [0, 0], [0, 0]), (accuracy, [], []), (pearson, [1.0], [2.0])):
+    for metric, pred, gold in ((f1, [0, 0], [0, 0]), (accuracy, [], []), (pearson, [1.0], [2.0]),
+                               (pearson, [1.0, 1.0], [1.0, 2.0]), (spearman, [float("nan")], [2.0]),
+                               (spearman, [1.0], [2.0]), (spearman, [1.0, 1.0], [1.0, 2.0])):
         with pytest.warns(RuntimeWarning) as record:
             metric(np.array(pred), np.array(gold))
         assert [w.filename for w in record] == [__file__]
 
 
 def test_correlation_is_clipped_to_its_range():
-    """x centred and normalised, x . x rounds to 1.0000000000000002 for this x: reported as exactly 1
-    (and -1 for -x), never outside [-1, 1]."""
+    """x centred and normalised, x . x rounds to 1.0000000000000002 for this x, and so does the
+    correlation of its ranks (1, 2.5, 2.5): reported as exactly 1 (and -1 for -x), never outside [-1, 1]."""
     x = np.array([-1.3, 0.4, 0.4])
     assert pearson(x, x) == 1.0 and pearson(x, -x) == -1.0
+    assert spearman(x, x) == 1.0 and spearman(x, -x) == -1.0
 
 
 def test_f1_without_true_positives_is_a_plain_zero():

@@ -2,6 +2,7 @@
 support run STILTs continues from (max, median, mean-closest), whether its head is carried, the
 support size (`--support-size N | Kx`) and the rows a run really gets, the sampler "auto" resolves to,
 and the STILTs target's model at step 0 equal, tensor by tensor, to the chosen support's best/."""
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,8 @@ import torch
 
 from tl.heads import HeadSpec, MultiTaskModel
 from tl.model import Encoder, EncoderConfig
-from tl.recipes import (Context, RunConfig, carries_head, parse_support_size, plan, resolve_sampler, run,
-                        select_support, start_model, train_sizes)
+from tl.recipes import (Context, RunConfig, carries_head, job_config, parse_support_size, plan, resolve_sampler,
+                        run, select_support, start_model, train_sizes)
 from tl.runs import check_existing, write_json
 from tl.tokenizer import Tokenizer
 from tl.train import TrainSettings, save_model
@@ -79,6 +80,25 @@ def test_the_seeds_a_run_builds_on_are_part_of_its_identity(tmp_path, changes, b
         assert check_existing(tmp_path, other)["run_id"] == "r"
     with pytest.raises(ValueError, match="lr: 2e-05 there, 0.001 now"):  # a setting of every run
         check_existing(tmp_path, {**other, "lr": 1e-3})
+
+
+def test_the_reference_scores_a_run_read_are_part_of_its_identity(tmp_path):
+    """A dynamic run given --reference-scores FILE is the run of the scores in it: the same path holding
+    other scores is a clash, the same scores under another path the same run."""
+    refs = tmp_path / "refs.json"
+    refs.write_text('{"rte": 70, "mnli": 80}')
+    cfg = RunConfig(mode="mtl", tasks=("rte", "mnli"), seeds=(1,), reference_scores=str(refs))
+    (job,) = plan(cfg, TrainSettings(sampler="dynamic"), SIZES.get)
+    config = job_config(job)
+    assert config["reference_values"] == {"RTE": 70.0, "MNLI": 80.0}
+    write_json(tmp_path / "record.json", {"run_id": job.run_id, "status": "complete", "config": config})
+    moved = tmp_path / "moved.json"
+    moved.write_text('{"mnli": 80.0, "RTE": 70.0}')
+    assert check_existing(tmp_path, job_config(plan(replace(cfg, reference_scores=str(moved)),
+                                                     TrainSettings(sampler="dynamic"), SIZES.get)[0]))
+    refs.write_text('{"rte": 70, "mnli": 85}')
+    with pytest.raises(ValueError, match="reference_values: .*'MNLI': 80.0.* there, .*'MNLI': 85.0.* now"):
+        check_existing(tmp_path, job_config(job))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -103,6 +103,44 @@ def test_missing_tokenizer_files(tmp_path):
     assert "\n" not in message and str(tmp_path) in message and "vocab.txt" in message
 
 
+@pytest.mark.parametrize("settings", [{"strip_accents": False, "tokenize_chinese_chars": False},
+                                      {"do_lower_case": False, "strip_accents": True}])
+def test_vocab_txt_normalizer_settings_match_bert_tokenizer(minilm_path, tmp_path, settings):
+    shutil.copy(minilm_path / "vocab.txt", tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(settings))
+    a = ["Héllo Wörld, naïve café", "中文字符 mixed with English 日本語", "tab\there\x00ctrl zero", "Ünïcödé ÅÉÎÕÜ"]
+    ours = Tokenizer.from_checkpoint(tmp_path).encode_batch(a, a[::-1])
+    assert ours == hf_encode(hf_tokenizer(tmp_path, "BertTokenizer"), a, a[::-1])
+    assert ours != Tokenizer.from_checkpoint(minilm_path).encode_batch(a, a[::-1])  # the settings change ids
+
+
+def test_vocab_txt_specials_from_the_configs(tmp_path):
+    (tmp_path / "vocab.txt").write_text("<pad>\n<unk>\n<cls>\n<sep>\n<mask>\nhello\nworld\n##s\n")
+    (tmp_path / "special_tokens_map.json").write_text(json.dumps({"mask_token": {"content": "<mask>"}}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"cls_token": "<cls>", "sep_token": "<sep>", "pad_token": "<pad>", "unk_token": "<unk>"}))
+    tok = Tokenizer.from_checkpoint(tmp_path)
+    assert tok.encode("Hello worlds", "<mask> x") == ([2, 5, 6, 7, 3, 4, 1, 3], [0, 0, 0, 0, 0, 1, 1, 1])
+    assert tok.pad_id == 0
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"unk_token": "<unk>"}))
+    with pytest.raises(ValueError) as e:
+        Tokenizer.from_checkpoint(tmp_path)
+    assert str(e.value) == f"{tmp_path / 'vocab.txt'}: has no sep_token '[SEP]'"
+
+
+def test_byte_level_bpe_mask_swallows_the_space_before_it(tmp_path):
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "<mask>": 4, "a": 5, "Ġ": 6, "b": 7, "Ġb": 8}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\nĠ b\n", encoding="utf-8")
+    tok = Tokenizer.from_checkpoint(tmp_path)
+    assert tok.encode("a <mask> b", "b") == ([0, 5, 4, 8, 2, 2, 7, 2], [0] * 8)  # no "Ġ" (6) before <mask>
+    del vocab["<mask>"]
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(ValueError) as e:
+        Tokenizer.from_checkpoint(tmp_path)
+    assert str(e.value) == f"{tmp_path / 'vocab.json'}: has no mask_token '<mask>'"
+
+
 # ---- lowercase=True: the authors' --do_lower_case (non-special text lowercased, special tokens kept)
 
 def test_lowercase_keeps_special_tokens_of_uncased_minilm(minilm_path):

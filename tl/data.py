@@ -1,6 +1,6 @@
 """Tokenized splits: a tokenize-once on-disk cache (memory-mapped numpy, named by a sha256 of all that
-changes the arrays, checked at every load), length-bucketed batches and padding to each batch's longest
-row, where the paper's code padded to 128 tokens (docs/PROTOCOL.md, "Known weak points").
+changes the arrays, checked at every load), and `collate`, which pads a batch to its longest row (tl/sampling.py
+sorts batches by length), where the paper's code padded to 128 tokens (docs/PROTOCOL.md, "Known weak points").
 Notation: N examples in a split, L tokens in all, B rows in a batch, T its longest row.
 Imports tl.tasks and tl.hub (sha256_file).
 """
@@ -42,10 +42,6 @@ class TokenizedSplit:
 
     def __len__(self) -> int:
         return len(self.lengths)
-
-    def example(self, i: int) -> tuple:
-        a, b = self.offsets[i], self.offsets[i + 1]
-        return self.ids[a:b], self.type_ids[a:b]
 
     def subset(self, indices) -> "TokenizedSplit":
         """The examples `indices` (M,), in that order, copied into memory."""
@@ -154,27 +150,6 @@ def _save(tokenized: TokenizedSplit, folder: Path, meta: dict) -> None:
                           f"choose another --cache-dir") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def bucket_batches(lengths, batch_size: int, rng) -> list:
-    """One epoch of batches of indices into `lengths` (N,), each index once: cut from the examples sorted by
-    length, ties broken at random, in shuffled order. On GLUE each length holds tens to thousands of
-    examples, so batch contents still change between epochs. `rng`: a np.random.Generator or a seed."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rng = np.random.default_rng(rng)
-    lengths = np.asarray(lengths)
-    order = np.lexsort((rng.random(len(lengths)), lengths))  # primary key: length; then a random key
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def padding_fraction(lengths, batches: list) -> float:
-    """Share of pad tokens when each batch is padded to its longest example."""
-    lengths = np.asarray(lengths)
-    real = sum(int(lengths[b].sum()) for b in batches)
-    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
-    return 1.0 - real / padded
 
 
 def collate(splits: list, task_ids, example_ids, pad_id: int, multiple: int = 1) -> dict:

@@ -1,9 +1,10 @@
-"""GLUE metrics in numpy as the paper's code computed them (transformers' `glue_compute_metrics`; Wang et al. 2019),
-and a task's headline score. Degenerate inputs give 0.0 with a warning, never NaN. Imports no tl file.
+"""GLUE metrics as the paper's code computed them (transformers' `glue_compute_metrics`, scipy.stats' correlations;
+Wang et al. 2019) and a task's headline score. Degenerate inputs give 0.0 with a warning, never NaN. Imports no tl file.
 """
 import warnings
 
 import numpy as np
+from scipy import stats
 
 
 def _pair(pred, gold) -> tuple:
@@ -13,8 +14,8 @@ def _pair(pred, gold) -> tuple:
     return pred, gold
 
 
-def _degenerate(metric: str, why: str) -> float:
-    warnings.warn(f"{metric} is undefined ({why}); reporting 0.0", RuntimeWarning, stacklevel=3)
+def _degenerate(metric: str, why: str, stacklevel: int = 3) -> float:
+    warnings.warn(f"{metric} is undefined ({why}); reporting 0.0", RuntimeWarning, stacklevel=stacklevel)
     return 0.0
 
 
@@ -46,30 +47,28 @@ def matthews(pred, gold) -> float:
     return float((c * s - t @ p) / np.sqrt(denominator))
 
 
-def pearson(pred, gold) -> float:
-    """Pearson's r in float64, centred first as scipy.stats.pearsonr does."""
+def _correlation(correlate, pred, gold, non_finite: str) -> float:
+    """`correlate` (scipy.stats.pearsonr or spearmanr) in float64; 0.0 and our warning where scipy's would be NaN."""
     x, y = (a.astype(np.float64) for a in _pair(pred, gold))
-    if x.size < 2 or not np.isfinite(np.r_[x, y]).all():
-        return _degenerate("correlation", "fewer than 2 examples or non-finite values")
-    x, y = x - x.mean(), y - y.mean()
-    nx, ny = np.linalg.norm(x), np.linalg.norm(y)
-    if nx == 0 or ny == 0:
-        return _degenerate("correlation", "constant predictions or constant labels")
-    return float(np.clip(np.dot(x / nx, y / ny), -1.0, 1.0))
+    if not np.isfinite(np.r_[x, y]).all():
+        return _degenerate("correlation", non_finite, stacklevel=4)
+    if x.size < 2:
+        return _degenerate("correlation", "fewer than 2 examples or non-finite values", stacklevel=4)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return _degenerate("correlation", "constant predictions or constant labels", stacklevel=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.NearConstantInputWarning)  # scipy's number stands, as GLUE's does
+        return float(correlate(x, y).statistic)
 
 
-def rank_average(x) -> np.ndarray:
-    """Ranks 1..N of `x` (N,), ties given the mean of their ranks (scipy.stats.rankdata 'average')."""
-    _, inverse, counts = np.unique(np.asarray(x).reshape(-1), return_inverse=True, return_counts=True)
-    return (np.cumsum(counts) - (counts - 1) / 2.0)[inverse]  # the mean of ranks end - count + 1 .. end
+def pearson(pred, gold) -> float:
+    """Pearson's r (scipy.stats.pearsonr, clipped to [-1, 1])."""
+    return _correlation(stats.pearsonr, pred, gold, "fewer than 2 examples or non-finite values")
 
 
 def spearman(pred, gold) -> float:
-    """Spearman's rho = Pearson's r of the average ranks."""
-    pred, gold = _pair(pred, gold)
-    if not (np.all(np.isfinite(pred.astype(np.float64))) and np.all(np.isfinite(gold.astype(np.float64)))):
-        return _degenerate("correlation", "non-finite values")
-    return pearson(rank_average(pred), rank_average(gold))
+    """Spearman's rho (scipy.stats.spearmanr: Pearson's r of the ranks, tied values given their mean rank)."""
+    return _correlation(stats.spearmanr, pred, gold, "non-finite values")
 
 
 def acc_and_f1(pred, gold) -> float:

@@ -23,7 +23,7 @@ from tl.data import data_identity, load_tokenized, subsample
 from tl.heads import HeadSpec, MultiTaskModel, label_count_key
 from tl.hub import resolve_model
 from tl.metrics import BOUNDS, majority_score
-from tl.model import Encoder, EncoderConfig
+from tl.model import Encoder
 from tl.runs import (SCHEMA, builds_on_singles, check_data, check_existing, check_writable, drop_checkpoints,
                      read_record, resolve_dir, run_id, write_json)
 from tl.tasks import GLUE_TASKS, get_task
@@ -234,16 +234,6 @@ def read_reference_scores(path, tasks: list[str]) -> dict[str, float]:
     return {t: float(given[t]) for t in tasks}
 
 
-def check_inputs(cfg: RunConfig) -> None:
-    """Check, before any run folder is made, the flags that need a file read (RoBERTa's positions start at pad + 1)."""
-    if cfg.reference_scores:
-        read_reference_scores(cfg.reference_scores, cfg.task_names)
-    model = EncoderConfig.from_checkpoint(resolve_model(cfg.model))
-    positions = model.max_position_embeddings - (model.pad_token_id + 1 if model.model_type == "roberta" else 0)
-    if cfg.max_len > positions:
-        raise ValueError(f"--max-len {cfg.max_len} exceeds the {positions} positions of --model {cfg.model}")
-
-
 def _needed_records(results: Path, job: Job, why: str) -> list[dict]:
     records = [read_record(results / rid) for rid in job.needs]
     missing = [rid for rid, r in zip(job.needs, records) if r is None or r.get("status") != "complete"]
@@ -281,7 +271,11 @@ def carries_head(target: str, support: str, protocol: str) -> bool:
 
 
 def job_config(job: Job) -> dict:
-    return {**asdict(job.cfg), **asdict(replace(job.settings, seed=job.seed)), "seed": job.seed}
+    """The run's resolved settings (config.json); a --reference-scores file's scores, not its path, are part of it."""
+    config = {**asdict(job.cfg), **asdict(replace(job.settings, seed=job.seed)), "seed": job.seed}
+    if job.cfg.reference_scores and job.settings.sampler.startswith("dynamic"):
+        config["reference_values"] = read_reference_scores(job.cfg.reference_scores, [job.target, *job.supports])
+    return config
 
 
 def start_model(ctx: Context, job: Job, trained: list[str]) -> tuple[MultiTaskModel, dict]:

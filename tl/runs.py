@@ -75,24 +75,27 @@ def writing(path: Path):
                       f"the folder writable, then run the same command again") from None
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_file(path: Path, data: str | bytes) -> Path:
+    """Write text or bytes to `path` through a temp file and a rename: readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with writing(path):
         try:
-            with open(tmp, "w") as f:
-                f.write(text)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_json(path: Path, obj) -> None:
     """Write JSON atomically; under DDP only rank 0 (two writers would race on the temp file)."""
     if _rank() == 0:
-        _write_text(path, json.dumps(obj, indent=1, default=_json_default))
+        write_file(path, json.dumps(obj, indent=1, default=_json_default))
 
 
 def read_json(path: Path, fix: str = "delete it and run the same command again"):
@@ -113,7 +116,7 @@ def append_log(path: Path, entry: dict) -> None:
 def write_log(path: Path, entries: list[dict]) -> None:
     """log.jsonl made of `entries` (rank 0 only): on resume, the checkpoint's history (later or torn lines go)."""
     if _rank() == 0 and (entries or Path(path).exists()):
-        _write_text(path, "".join(json.dumps(e, default=_json_default) + "\n" for e in entries))
+        write_file(path, "".join(json.dumps(e, default=_json_default) + "\n" for e in entries))
 
 
 def swap_dir(tmp: Path, final: Path) -> None:

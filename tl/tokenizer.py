@@ -1,5 +1,5 @@
 """The tokenizer: a `tokenizers.Tokenizer` from a checkpoint folder's `tokenizer.json`, else BERT's WordPiece
-(`vocab.txt`) or RoBERTa's byte-level BPE (`vocab.json` + `merges.txt`) built as transformers builds them.
+(`vocab.txt`) or RoBERTa's byte-level BPE (`vocab.json` + `merges.txt`) from tokenizers' own implementations.
 
 Pairs get the model's special tokens, truncation is longest-first to `max_len`, nothing is padded (batching
 pads, tl/data.py; all-MiniLM-L6-v2's tokenizer.json pads to 128). `lowercase=True` is the authors'
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, BertWordPieceTokenizer, ByteLevelBPETokenizer, models, processors
 
 # special tokens when tokenizer_config.json does not name them (transformers' BertTokenizer, RobertaTokenizer)
 WORDPIECE_SPECIALS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
@@ -107,24 +107,16 @@ def read_json(path: Path) -> dict:
 
 
 def wordpiece(vocab_txt: Path, config: dict, specials: dict) -> HFTokenizer:
-    """BERT's WordPiece tokenizer, as transformers' BertTokenizer (basic tokenization, then ##-pieces)."""
+    """BERT's WordPiece (tokenizers' BertWordPieceTokenizer), giving the ids of transformers' BertTokenizer."""
     names = {k: specials.get(k) or v for k, v in WORDPIECE_SPECIALS.items()}
     vocab = models.WordPiece.read_file(str(vocab_txt))
     for role, token in names.items():
         if token not in vocab:
             raise ValueError(f"{vocab_txt}: has no {role} {token!r}")
-    tok = HFTokenizer(models.WordPiece(vocab, unk_token=names["unk_token"], max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=config.get("tokenize_chinese_chars", True),
+    bert = BertWordPieceTokenizer(
+        vocab, **names, handle_chinese_chars=config.get("tokenize_chinese_chars", True),
         strip_accents=config.get("strip_accents"), lowercase=config.get("do_lower_case", True))
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix="##")
-    cls, sep = names["cls_token"], names["sep_token"]
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
-        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
-    tok.add_special_tokens(list(dict.fromkeys(names.values())))
-    return tok
+    return HFTokenizer.from_str(bert.to_str())  # its Tokenizer is private (`_tokenizer`); to_str is public
 
 
 def byte_level_bpe(vocab_json: Path, merges_txt: Path, specials: dict) -> HFTokenizer:
@@ -134,9 +126,7 @@ def byte_level_bpe(vocab_json: Path, merges_txt: Path, specials: dict) -> HFToke
     for role, token in names.items():
         if token not in vocab:
             raise ValueError(f"{vocab_json}: has no {role} {token!r}")
-    tok = HFTokenizer(models.BPE(vocab, merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    tok = HFTokenizer.from_str(ByteLevelBPETokenizer(vocab, merges, add_prefix_space=False).to_str())
     cls, sep = names["cls_token"], names["sep_token"]
     tok.post_processor = processors.RobertaProcessing((sep, vocab[sep]), (cls, vocab[cls]),
                                                       trim_offsets=True, add_prefix_space=False)

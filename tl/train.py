@@ -589,7 +589,7 @@ def fit(model: MultiTaskModel, tasks: list[TaskData], settings: TrainSettings, r
                 t0 = clock(device)
             if over:
                 break
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under tl.runs.interruptible: tools/train.py prints it
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under tl.study.locks.interruptible: the tools print it
         raise KeyboardInterrupt(f"interrupted at step {state.step}") from None
     bar.close()
     if world > 1:

@@ -23,9 +23,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py
 
 from bench import machine_description, write_section  # noqa: E402
 from flags import ArgumentParser  # noqa: E402
-from tl.data import ARRAYS, bucket_batches, load_tokenized, padding_fraction  # noqa: E402
+from tl.data import ARRAYS, load_tokenized  # noqa: E402
+from tl.sampling import MultiTaskSampler  # noqa: E402
 from tl.tasks import GLUE_TASKS, get_task  # noqa: E402
 from tl.tokenizer import Tokenizer  # noqa: E402
+
+
+def tl_batches(lengths, batch_size: int, seed: int) -> list:
+    """The example ids of each batch of one epoch as `fit` batches a single task under the tl protocol:
+    the whole epoch sorted by length (ties at random), cut into batches, in random order."""
+    n = len(lengths)
+    sampler = MultiTaskSampler({"task": n}, {"task": np.asarray(lengths)}, batch_size=batch_size, seed=seed,
+                               length_pool=-(-n // batch_size))
+    return [example_ids for _, example_ids in sampler.epoch_batches(0)]
+
+
+def padding_fraction(lengths, batches: list) -> float:
+    """Share of pad tokens when each batch (indices into `lengths`) is padded to its longest example."""
+    lengths = np.asarray(lengths)
+    real = sum(int(lengths[b].sum()) for b in batches)
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    return 1.0 - real / padded
 
 
 def default_data_dir() -> str:
@@ -89,7 +107,7 @@ def main(argv=None) -> int:
         except FileNotFoundError:
             continue
         real = int(split.lengths.sum())
-        bucketed = padding_fraction(split.lengths, bucket_batches(split.lengths, 32, np.random.default_rng(0)))
+        bucketed = padding_fraction(split.lengths, tl_batches(split.lengths, 32, seed=0))
         padded_128 = args.max_len * len(split)
         rows.append(f"| {task.name} | {len(split)} | {split.lengths.mean():.1f} | {1 - real / padded_128:.1%} | "
                     f"{bucketed:.2%} | {padded_128 / (real / (1 - bucketed)):.1f}x |")
@@ -111,7 +129,8 @@ max_len {args.max_len}. Data: `{args.data_dir}`.
 Reloaded arrays identical to the first load: **{"yes" if identical else "NO"}** (goal: reload >= 20x faster).
 
 **Padding with batches of 32** (training sets found in the data folder): pad-to-{args.max_len} as the
-paper's code vs tl's length-bucketed batches padded to their longest (`tl.data.bucket_batches`); the
+paper's code vs tl's batches of one task (sorted by length over the epoch by `tl.sampling`, as `fit`
+batches a single task) padded to their longest; the
 last column is how many times fewer token positions the encoder runs over.
 
 | task | examples | mean tokens | pad share, pad-to-{args.max_len} | pad share, bucketed | fewer positions |

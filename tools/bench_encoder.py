@@ -8,7 +8,7 @@ saved and loaded by tl). Sequence lengths are the real GLUE mix: training exampl
 in the data folder, tokenized by MiniLM's tokenizer at max_len 128, sampled equally per task. Both
 encoders get the same batches, padded to each batch's longest example, in two regimes: examples drawn
 at random (heavy padding, as a plain dynamic-padding loader) and tl's length-bucketed batches
-(`tl.data.bucket_batches`, nearly no padding). Both run in training mode (dropout on), alternating
+(sorted by length over the pool by `tl.sampling`, nearly no padding). Both run in training mode (dropout on), alternating
 step by step so background load hits both alike. transformers is the test-side oracle, reached through
 tests/oracle.py. Results replace the `encoder` section of docs/PERFORMANCE.md.
 """
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bench import machine_description, write_section  # noqa: E402
+from bench_data import padding_fraction, tl_batches  # noqa: E402
 from flags import ArgumentParser  # noqa: E402
-from tl.data import bucket_batches, padding_fraction  # noqa: E402
 from tl.model import Encoder  # noqa: E402
 from tl.tasks import GLUE_TASKS, read_split, with_files  # noqa: E402
 from tl.tokenizer import Tokenizer  # noqa: E402
@@ -71,7 +71,7 @@ def make_batches(lengths: dict, batch_size: int, steps: int, rng, bucketed: bool
     training buckets a whole split, so that the padding left is as little as in training)."""
     pool = np.concatenate([rng.choice(v, size=pool_size // len(lengths)) for v in lengths.values()])
     if bucketed:
-        order = bucket_batches(pool, batch_size, rng)
+        order = tl_batches(pool, batch_size, seed=int(rng.integers(2**31)))
     else:
         perm = rng.permutation(len(pool))
         order = [perm[i:i + batch_size] for i in range(0, len(pool), batch_size)]
@@ -211,7 +211,7 @@ Batches of {args.batch_size}, {args.steps} timed steps per model and regime (eac
 training mode (dropout on), loss over real tokens. Lengths: {sum(len(v) for v in lengths.values())} real GLUE training examples of
 {", ".join(lengths)} tokenized by MiniLM's tokenizer (max_len 128), sampled equally per task. "random":
 examples drawn at random, padded to the longest of the batch; "length-bucketed": tl's own batches
-(`tl.data.bucket_batches`). tl runs its Linear layers over real tokens only (padding removed inside the
+(sorted by length over the pool by `tl.sampling`, as `fit` batches one task). tl runs its Linear layers over real tokens only (padding removed inside the
 encoder). Last column: max |tl - transformers| of the hidden states (eval mode,
 real tokens). Goal: ratio >= 1.2x, never below 1.0x.
 

@@ -16,16 +16,17 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py, tools/grid_cost.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/flags.py, grid_cost.py, train.py
 
 from flags import ArgumentParser, add_arguments, from_namespace  # noqa: E402
 from grid_cost import dry_run  # noqa: E402
-from tl.recipes import RunConfig, check_inputs  # noqa: E402
+from tl.recipes import RunConfig  # noqa: E402
 from tl.runs import check_writable  # noqa: E402
 from tl.study.locks import interruptible  # noqa: E402
 from tl.study.plan import GridConfig, make_plan, parse_shard, plan_tasks, shard_runs, train_counts  # noqa: E402
 from tl.study.run import execute, slurm_script  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402
+from train import check_inputs  # noqa: E402
 
 
 def glue_values(argv: list[str], flags) -> list[str]:

@@ -26,7 +26,8 @@ from flags import ArgumentParser  # noqa: E402
 from flags import add_arguments, from_namespace  # noqa: E402
 from tl.train import arg  # noqa: E402
 from tl.metrics import BOUNDS  # noqa: E402
-from tl.study.report import StatsSettings, analyse, render_markdown, to_json, write_atomic, write_outputs  # noqa: E402
+from tl.runs import write_file  # noqa: E402
+from tl.study.report import StatsSettings, analyse, render_markdown, to_json, write_outputs  # noqa: E402
 from tl.study.scores import read_run_records, read_scores_csv, task_sizes  # noqa: E402
 from tl.tasks import GLUE_TASKS, get_task  # noqa: E402
 
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
         if paths.plots:
             written += figures_from_analysis(analysis, paths.out)
         if paths.json:
-            written.append(write_atomic(paths.json, to_json(analysis)))
+            written.append(write_file(paths.json, to_json(analysis)))
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

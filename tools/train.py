@@ -36,7 +36,9 @@ sys.path[:0] = [str(TOOLS.parent), str(TOOLS)]  # tl, and tools/allocator.py als
 import torch  # noqa: E402
 from allocator import keep_freed_memory  # noqa: E402
 from flags import ArgumentParser, add_arguments, from_namespace  # noqa: E402
-from tl.recipes import RunConfig, check_inputs, run  # noqa: E402
+from tl.hub import resolve_model  # noqa: E402
+from tl.model import EncoderConfig  # noqa: E402
+from tl.recipes import RunConfig, read_reference_scores, run  # noqa: E402
 from tl.runs import resolve_dir  # noqa: E402
 from tl.study.locks import RunBusy, hold_run, interruptible  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402
@@ -59,6 +61,15 @@ def parse(argv=None):
         parser.exit(2, f"error: {e.args[0] if isinstance(e, KeyError) else e}\n")  # a KeyError's str() is quoted
     return cfg, settings
 
+
+def check_inputs(cfg: RunConfig) -> None:
+    """Check, before any run folder is made, the flags that need a file read (RoBERTa's positions start at pad + 1)."""
+    if cfg.reference_scores:
+        read_reference_scores(cfg.reference_scores, cfg.task_names)
+    model = EncoderConfig.from_checkpoint(resolve_model(cfg.model))
+    positions = model.max_position_embeddings - (model.pad_token_id + 1 if model.model_type == "roberta" else 0)
+    if cfg.max_len > positions:
+        raise ValueError(f"--max-len {cfg.max_len} exceeds the {positions} positions of --model {cfg.model}")
 
 def choose_device(flag: str, env, cuda_count: int) -> tuple:
     """The run's device and, under torchrun (LOCAL_RANK, WORLD_SIZE > 1 in `env`), its process group's

@@ -1,6 +1,6 @@
 """The paper's figures, drawn with matplotlib (an optional extra: pip install 'tl[plot]') through its
 object API (no pyplot, no global backend switch), imported only when a figure is drawn.
-Imports tl.study.report (K labels, atomic writes); reads the dict of `tl.study.report.analyse`.
+Imports tl.runs (atomic writes) and tl.study.report (K labels); reads the dict of `tl.study.report.analyse`.
 
 figure1  Weller et al. (2022) Figure 1: the (target x support) matrix of mean MTL - mean STILTs in the
          paper's colours (green: STILTs significantly better, blue: MTL, grey: neither; hatched: fewer
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tl.study.report import k_label, write_atomic
+from tl.runs import write_file
+from tl.study.report import k_label
 
 STILTS_BETTER, NOT_SIGNIFICANT, MTL_BETTER, NO_TEST = -1, 0, 1, 2
 COLOURS = {STILTS_BETTER: "#7fc97f", NOT_SIGNIFICANT: "#d9d9d9", MTL_BETTER: "#80b1d3", NO_TEST: "#d9d9d9"}
@@ -39,7 +40,7 @@ def _save(fig, stem: Path) -> list[Path]:
     for fmt in FORMATS:
         buf = io.BytesIO()
         fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
-        paths.append(write_atomic(Path(stem).with_name(f"{Path(stem).name}.{fmt}"), buf.getvalue()))
+        paths.append(write_file(Path(stem).with_name(f"{Path(stem).name}.{fmt}"), buf.getvalue()))
     return paths
 
 

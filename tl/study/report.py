@@ -1,7 +1,7 @@
 """The paper's analysis of seed scores and its Markdown / CSV / JSON outputs: Figure 1's cells, the
 size heuristic and Tables 1-2 of Weller et al. (2022); beyond it, bootstrap CIs, almost stochastic
 order, power and a logistic fit of P(MTL better) against the size ratio (README.md "Statistics").
-Imports tl.stats (the general statistics), tl.train (arg) and tl.study.scores (the Score rows).
+Imports tl.stats (the general statistics), tl.runs (atomic writes), tl.train (arg) and tl.study.scores (the Score rows).
 
 `analyse` takes the Score rows of ONE protocol and returns one JSON-ready dict. The matrix compares
 `stilts` with the pairwise MTL of the protocol's plans (MATRIX_MTL; the size experiment SIZE_MTL;
@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import math
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from tl import stats
+from tl.runs import write_file
 from tl.train import arg
 from tl.study.scores import PROTOCOLS, Score, select_protocol, support_factor, target_train_size
 
@@ -398,17 +398,6 @@ def render_markdown(a: dict) -> str:
 
 
 # ---------------------------------------------------------------- files
-def write_atomic(path, data) -> Path:
-    """Write str or bytes to path via a temp file + os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-    return path
-
-
 def _csv(columns: list[str], rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -425,11 +414,11 @@ def write_outputs(a: dict, out_dir) -> list[Path]:
     """report.md, then cells, size_experiment, table1, table2 and singles .csv where they have rows;
     every CSV row is led by the protocol."""
     out_dir = Path(out_dir)
-    written = [write_atomic(out_dir / "report.md", render_markdown(a))]
+    written = [write_file(out_dir / "report.md", render_markdown(a))]
     tables = {"cells": a["cells"], "size_experiment": a["size_experiment"], "table1": a["tables"]["table1"]["rows"],
               "table2": a["tables"]["table2"]["rows"], "singles": a["tables"]["singles"]}
     for name, rows in tables.items():
         if rows:
             rows = [dict(protocol=a["protocol"], **r) for r in rows]
-            written.append(write_atomic(out_dir / f"{name}.csv", _csv(list(rows[0]), rows)))
+            written.append(write_file(out_dir / f"{name}.csv", _csv(list(rows[0]), rows)))
     return written
