@@ -134,7 +134,7 @@ def test_grid_checks_reference_scores_and_max_len_before_any_run_folder(tmp_path
 
 def test_reference_score_range_follows_the_headline_metric(tmp_path):
     """CoLA's Matthews correlation x100 may be negative, accuracy may not."""
-    from tl.recipes import read_reference_scores
+    from tl.study.jobs import read_reference_scores
 
     refs = tmp_path / "refs.json"
     refs.write_text('{"cola": -20.5, "rte": 0}')

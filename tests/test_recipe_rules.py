@@ -10,8 +10,9 @@ import torch
 
 from tl.heads import HeadSpec, MultiTaskModel
 from tl.model import Encoder, EncoderConfig
-from tl.recipes import (Context, RunConfig, carries_head, job_config, parse_support_size, plan, resolve_sampler,
-                        run, select_support, start_model, train_sizes)
+from tl.recipes import (RunConfig, carries_head, parse_support_size, plan, resolve_sampler, select_support,
+                        train_sizes)
+from tl.study.jobs import Context, job_config, run, start_model
 from tl.runs import check_existing, write_json
 from tl.tokenizer import Tokenizer
 from tl.train import TrainSettings, save_model

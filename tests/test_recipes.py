@@ -184,7 +184,8 @@ def test_mixed_batch_gradient_is_weighted_sum_of_task_gradients(minilm_path):
 def grid(tmp_path_factory, minilm_path):
     """single rte/mrpc (2 seeds each), stilts rte<-mrpc, mtl rte+mrpc (size, and dynamic with the
     references found from the single runs), and mtl_all over the nine sample tasks, in one folder."""
-    from tl.recipes import RunConfig, run
+    from tl.recipes import RunConfig
+    from tl.study.jobs import run
 
     base = tmp_path_factory.mktemp("recipes")
     common = dict(model=str(minilm_path), data_dir=str(SAMPLES), results_dir=str(base / "results"),
@@ -308,7 +309,8 @@ def test_statistics_read_the_recipes_records(grid):
 
 
 def test_complete_runs_are_skipped(grid, capsys):
-    from tl.recipes import RunConfig, run
+    from tl.recipes import RunConfig
+    from tl.study.jobs import run
 
     again = run(RunConfig(mode="mtl", tasks=("rte", "mrpc"), seeds=(1,), **grid["cfg"]), grid["settings"])
     assert again[0]["score"] == grid["mtl"][0]["score"]
@@ -325,7 +327,8 @@ def authors(tmp_path_factory, minilm_path):
     rte,wnli then as wnli,rte; and an authors single run of MRPC to continue from."""
     import shutil
 
-    from tl.recipes import RunConfig, run
+    from tl.recipes import RunConfig
+    from tl.study.jobs import run
 
     base = tmp_path_factory.mktemp("authors")
     data = base / "data"
@@ -377,7 +380,8 @@ def test_authors_stilts_carries_the_supports_head(authors):
     trained `classifier` (equal tensors); under tl (other label strings) it is new."""
     from safetensors.torch import load_file
 
-    from tl.recipes import Context, RunConfig, carries_head, plan, start_model
+    from tl.recipes import RunConfig, carries_head, plan
+    from tl.study.jobs import Context, start_model
 
     (support,) = authors["support"]
     assert support["run_id"] == "authors__single__mrpc__lim32__s1" and support["protocol"] == "authors"

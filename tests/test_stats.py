@@ -1,4 +1,4 @@
-"""tl.stats, tl.study.scores, tl.study.report, tl.study.plots and tools/stats.py on hand-made scores small enough to
+"""tl.stats, tl.study.scores, tl.study.report, tools/plots.py and tools/stats.py on hand-made scores small enough to
 check by hand: every expected value below is computed in the test from explicit arithmetic (or from
 scipy as an independent oracle), never by calling the code under test."""
 import csv
@@ -17,7 +17,6 @@ import scipy.special
 import scipy.stats
 
 from tl import stats
-from tl.study.plots import NO_TEST, NOT_SIGNIFICANT, matrix_state
 from tl.study.report import (StatsSettings, analyse, average_pairwise, heuristic_accuracy, render_markdown,
                              size_heuristic_picks_mtl, table1, table2)
 from tl.study.scores import read_run_records, read_scores_csv, task_sizes
@@ -26,7 +25,8 @@ from tl.tasks import get_task
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("tools_stats", ROOT / "tools" / "stats.py")
 stats_tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stats_tool)
+_spec.loader.exec_module(stats_tool)  # puts tools/ on sys.path
+from plots import NO_TEST, NOT_SIGNIFICANT, matrix_state  # noqa: E402  (tools/plots.py)
 
 # (target, support) -> (MTL seed scores, STILTs seed scores); names written as a user might
 CELLS = {

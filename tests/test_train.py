@@ -471,7 +471,8 @@ def _real_run(tmp_path, minilm_path, shared_glue, task: str, limit: int, batch_s
     """Fine-tune all-MiniLM-L6-v2 on `limit` real training examples; returns the best dev metrics.
     Differs from the paper for a short CPU run: batch 32 (16 for STS-B) and lr 1e-4 (the paper: 128
     and 2e-5 for 10 epochs), 2 epochs, one evaluation per epoch."""
-    from tl.recipes import RunConfig, run
+    from tl.recipes import RunConfig
+    from tl.study.jobs import run
 
     cfg = RunConfig(mode="single", tasks=(task,), model=str(minilm_path), data_dir=str(shared_glue),
                     results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"), seeds=(42,),

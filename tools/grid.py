@@ -12,6 +12,8 @@ of each plan is derived in docs/GRID.md. Exit status 1 when a run failed or was 
 stopped by Ctrl-C or SIGTERM (each worker's lock released, `interrupted` in grid-events.jsonl).
 """
 import argparse
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from tl.recipes import RunConfig  # noqa: E402
 from tl.runs import check_writable  # noqa: E402
 from tl.study.locks import interruptible  # noqa: E402
 from tl.study.plan import GridConfig, make_plan, parse_shard, plan_tasks, shard_runs, train_counts  # noqa: E402
-from tl.study.run import execute, slurm_script  # noqa: E402
+from tl.study.run import execute  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402
 from train import check_inputs  # noqa: E402
 
@@ -60,6 +62,31 @@ def parse(argv):
     except (ValueError, KeyError) as e:
         parser.exit(2, f"error: {str(e).strip(chr(34) + chr(39))}\n")
     return grid, base, settings
+
+
+_NOT_PASSED_ON = {"--emit-slurm": 1, "--slurm-tasks": 1, "--sbatch": 1, "--shard": 1, "--dry-run": 0,
+                  "--workers": 1}
+
+
+def slurm_script(argv: list[str], n: int, results: str, sbatch: str = "", cwd: Path | None = None) -> str:
+    """An sbatch array script of n tasks, each running `tools/grid.py <argv> --shard $SLURM_ARRAY_TASK_ID/n`
+    from `cwd` (default: here) with this Python (argv without the Slurm, shard, dry-run and workers flags)."""
+    keep, args = [], iter(argv)
+    for a in args:
+        flag = a.split("=", 1)[0]
+        if flag not in _NOT_PASSED_ON:
+            keep.append(a)
+        elif "=" not in a and _NOT_PASSED_ON[flag]:
+            next(args, None)  # its value
+    tool = Path(__file__).resolve()
+    options = "".join(f"#SBATCH {o}\n" for o in shlex.split(sbatch))
+    command = shlex.join([sys.executable, str(tool), *keep])
+    return (f"#!/bin/bash\n"
+            f"# written by tools/grid.py --emit-slurm: submit with `sbatch <this file>`; submit it again to resume\n"
+            f"#SBATCH --job-name=tl-grid\n#SBATCH --array=0-{n - 1}\n"
+            f"#SBATCH --output={shlex.quote(str(Path(results).resolve() / 'slurm-%A_%a.out'))}\n{options}"
+            f"set -euo pipefail\ncd {shlex.quote(str(Path(cwd or os.getcwd()).resolve()))}\n"
+            f"{command} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"\n")
 
 
 def main(argv=None) -> int:

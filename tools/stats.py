@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     try:
         paths, settings = from_namespace(Paths, ns), from_namespace(StatsSettings, ns)
         if paths.plots:
-            from tl.study.plots import figures_from_analysis, require_matplotlib
+            from plots import figures_from_analysis, require_matplotlib
             require_matplotlib()  # fail before the work when matplotlib is missing
         if paths.scores:
             rows, source = read_scores_csv(paths.scores), f"scores table {paths.scores}"

@@ -38,8 +38,9 @@ from allocator import keep_freed_memory  # noqa: E402
 from flags import ArgumentParser, add_arguments, from_namespace  # noqa: E402
 from tl.hub import resolve_model  # noqa: E402
 from tl.model import EncoderConfig  # noqa: E402
-from tl.recipes import RunConfig, read_reference_scores, run  # noqa: E402
+from tl.recipes import RunConfig  # noqa: E402
 from tl.runs import resolve_dir  # noqa: E402
+from tl.study.jobs import read_reference_scores, run  # noqa: E402
 from tl.study.locks import RunBusy, hold_run, interruptible  # noqa: E402
 from tl.train import TrainSettings  # noqa: E402
 

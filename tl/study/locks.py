@@ -1,6 +1,6 @@
 """One writer per run, across processes and machines: the per-run lock with its heartbeat, SIGTERM as
 Ctrl-C, and the grid's event log (docs/RELIABILITY.md, "Run folders, locks and interrupted runs").
-The library trains without them; tools/train.py passes `hold_run` to `tl.recipes.run`, and the grid's
+The library trains without them; tools/train.py passes `hold_run` to `tl.study.jobs.run`, and the grid's
 workers (run.py) hold each run's lock while they train it.
 
 Imports tl.runs.

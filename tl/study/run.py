@@ -1,15 +1,14 @@
 """Running the grid's plan (docs/GRID.md "Execution"): each job under its run's lock, in this process
-or in worker subprocesses, sharded over machines, and the Slurm array script that does so. Complete
-jobs are skipped, partial ones resumed by the recipes; a shard runs a missing dependency itself unless
+or in worker subprocesses, sharded over machines (tools/grid.py writes the Slurm array script). Complete
+jobs are skipped, partial ones resumed (tl/study/jobs.py); a shard runs a missing dependency itself unless
 another process holds its lock, then it waits. A failed job is reported and the jobs needing it skipped.
 
-Imports tl.recipes, tl.train (public functions only), tl/study/locks.py and tl/study/plan.py.
+Imports tl.recipes, tl.train (public functions only), tl/study/jobs.py, locks.py and plan.py.
 """
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -18,7 +17,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tl.recipes import Context, Job, RunConfig, train_job
+from tl.recipes import Job, RunConfig
+from tl.study.jobs import Context, train_job
 from tl.study.locks import RunBusy, hold_run, interruptible, live_lock, lock_path, log_event
 from tl.study.plan import run_status
 from tl.train import TrainSettings
@@ -216,29 +216,3 @@ def execute(jobs: list[Job], own: list[Job], results: Path, workers: int = 1, po
     finally:
         ex.bar.close()
     return {"complete": ex.complete, "ran": ex.ran, "failed": ex.failed, "skipped": ex.skipped}
-
-
-# ---------------------------------------------------------------- Slurm
-_NOT_PASSED_ON = {"--emit-slurm": 1, "--slurm-tasks": 1, "--sbatch": 1, "--shard": 1, "--dry-run": 0,
-                  "--workers": 1}
-
-
-def slurm_script(argv: list[str], n: int, results: str, sbatch: str = "", cwd: Path | None = None) -> str:
-    """An sbatch array script of n tasks, each running `tools/grid.py <argv> --shard $SLURM_ARRAY_TASK_ID/n`
-    from `cwd` (default: here) with this Python (argv without the Slurm, shard, dry-run and workers flags)."""
-    keep, args = [], iter(argv)
-    for a in args:
-        flag = a.split("=", 1)[0]
-        if flag not in _NOT_PASSED_ON:
-            keep.append(a)
-        elif "=" not in a and _NOT_PASSED_ON[flag]:
-            next(args, None)  # its value
-    tool = Path(__file__).resolve().parents[2] / "tools" / "grid.py"
-    options = "".join(f"#SBATCH {o}\n" for o in shlex.split(sbatch))
-    command = shlex.join([sys.executable, str(tool), *keep])
-    return (f"#!/bin/bash\n"
-            f"# written by tools/grid.py --emit-slurm: submit with `sbatch <this file>`; submit it again to resume\n"
-            f"#SBATCH --job-name=tl-grid\n#SBATCH --array=0-{n - 1}\n"
-            f"#SBATCH --output={shlex.quote(str(Path(results).resolve() / 'slurm-%A_%a.out'))}\n{options}"
-            f"set -euo pipefail\ncd {shlex.quote(str(Path(cwd or os.getcwd()).resolve()))}\n"
-            f"{command} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\"\n")

@@ -1,5 +1,5 @@
 """The paper's figures, drawn with matplotlib (an optional extra: pip install 'tl[plot]') through its
-object API (no pyplot, no global backend switch), imported only when a figure is drawn.
+object API (no pyplot, no global backend switch), imported by tools/stats.py only when a figure is drawn.
 Imports tl.runs (atomic writes) and tl.study.report (K labels); reads the dict of `tl.study.report.analyse`.
 
 figure1  Weller et al. (2022) Figure 1: the (target x support) matrix of mean MTL - mean STILTs in the
