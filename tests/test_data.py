@@ -30,7 +30,7 @@ def real_train(shared_glue, tokenizer, cache_dir):
 def test_training_batches_are_nearly_pad_free(real_train, task):
     """The README's figures, batches of 32 on the real training sets as `fit` batches one task (the
     sampler sorts the epoch by length): "about 1% padding instead of 48-91% at a fixed 128"
-    (docs/PERFORMANCE.md: SST-2 0.12%, MRPC 0.61%, RTE 1.04%; pad-to-128 89.6%, 58.4%, 48.0%).
+    (docs/PERFORMANCE.md: SST-2 0.10%, MRPC 0.63%, RTE 1.10%; pad-to-128 89.6%, 58.4%, 48.0%).
     About 1% is read as at most 1.5%."""
     bench_data = load_tool("bench_data")
     split = real_train(task)
