@@ -117,6 +117,11 @@ class EncoderConfig:
             raise ValueError(f"{path}: expected a JSON object")
         return cls.from_dict(d, source=str(path))
 
+    @property
+    def positions(self) -> int:
+        """Tokens a sequence may hold: RoBERTa's positions start at pad_token_id + 1 (fairseq make_positions)."""
+        return self.max_position_embeddings - (self.pad_token_id + 1 if self.model_type == "roberta" else 0)
+
     def to_dict(self) -> dict:
         """The Hugging Face `config.json` of this architecture (DistilBERT under its own keys)."""
         d = dataclasses.asdict(self)
@@ -280,10 +285,8 @@ class Encoder(nn.Module):
                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B, T) ids, mask (1 = real; None: no padding), token types -> last hidden state (B, T, H), 0 at pads."""
         B, T = input_ids.shape
-        limit = self.config.max_position_embeddings  # less pad_token_id + 1 for RoBERTa, whose positions start there
-        limit -= self.config.pad_token_id + 1 if self.config.model_type == "roberta" else 0
-        if T > limit:
-            raise ValueError(f"sequence length {T} exceeds the model's {limit} positions")
+        if T > self.config.positions:
+            raise ValueError(f"sequence length {T} exceeds the model's {self.config.positions} positions")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         grid = Grid.of(attention_mask, B, T)

@@ -64,13 +64,13 @@ def parse(argv=None):
 
 
 def check_inputs(cfg: RunConfig) -> None:
-    """Check, before any run folder is made, the flags that need a file read (RoBERTa's positions start at pad + 1)."""
+    """Check, before any run folder is made, the flags that need a file read."""
     if cfg.reference_scores:
         read_reference_scores(cfg.reference_scores, cfg.task_names)
-    model = EncoderConfig.from_checkpoint(resolve_model(cfg.model))
-    positions = model.max_position_embeddings - (model.pad_token_id + 1 if model.model_type == "roberta" else 0)
+    positions = EncoderConfig.from_checkpoint(resolve_model(cfg.model)).positions
     if cfg.max_len > positions:
         raise ValueError(f"--max-len {cfg.max_len} exceeds the {positions} positions of --model {cfg.model}")
+
 
 def choose_device(flag: str, env, cuda_count: int) -> tuple:
     """The run's device and, under torchrun (LOCAL_RANK, WORLD_SIZE > 1 in `env`), its process group's

@@ -94,11 +94,9 @@ def _needed_records(results: Path, job: Job, why: str) -> list[dict]:
     return records
 
 
-def reference_scores(cfg: RunConfig, results: Path, job: Job) -> dict[str, float]:
-    """Dynamic sampling's reference scores: --reference-scores, else the mean score of the job's needs."""
+def reference_scores(results: Path, job: Job) -> dict[str, float]:
+    """Dynamic sampling's reference scores without --reference-scores: the mean score of the job's needs."""
     tasks = [job.target, *job.supports]
-    if cfg.reference_scores:
-        return read_reference_scores(cfg.reference_scores, tasks)
     records = _needed_records(results, job, "dynamic sampling's reference scores")
     return {t: float(np.mean([r["score"] for r in records if r["target"] == t])) for t in tasks}
 
@@ -146,7 +144,9 @@ def _fit_job(ctx: Context, job: Job, config: dict) -> dict:
     data = data_identity([t.spec for t in tasks], job.cfg.data_dir)
     check_data(run_dir, data, job.cfg.data_dir)
     multi = job.mode in ("mtl", "mtl_all")
-    refs = reference_scores(job.cfg, ctx.results, job) if multi and job.settings.sampler.startswith("dynamic") else {}
+    refs = {}
+    if multi and job.settings.sampler.startswith("dynamic"):  # --reference-scores: read into config by job_config
+        refs = config.get("reference_values") or reference_scores(ctx.results, job)
     for t in tasks:
         t.reference = refs.get(t.spec.name)
     model, extra = start_model(ctx, job, trained)
